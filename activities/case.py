@@ -1,0 +1,348 @@
+"""Case activities: rule sets, legal deadlines, read-model projection, quota ledger, notices,
+external registries and the payment gateway.
+
+Every activity here is idempotent: the workflow may retry any of them after a crash.
+Projection writes carry the workflow's event counter (`rev`) so a stale write never
+overwrites a newer one, and timeline entries are unique per (case, seq).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+from temporalio import activity
+
+from activities import quota as ledger
+from activities.registries import PaymentGateway, Registries
+from casework.calendar import compute_deadline, load_calendar, remaining_working_days
+from casework.contracts import (
+    CaseEventIn,
+    CaseProjection,
+    ClockProjection,
+    Deadline,
+    DeadlineRequest,
+    DurationUnit,
+    InvoiceInfo,
+    InvoiceRequest,
+    LoadRules,
+    Notification,
+    QuotaRequest,
+    QuotaResult,
+    RegistryCheckRequest,
+    RegistryCheckResult,
+    ResumeDeadline,
+    SlaState,
+    TaskChange,
+    TaskStatus,
+    Term,
+    VacancyCheck,
+    VacancyCheckResult,
+)
+from casework.db import CaseEventRow, CaseRow, ClockRow, NotificationRow, TaskRow
+from casework.rules import load_rules
+from casework.timeline import seal
+from workflows import activity_names as act
+
+log = logging.getLogger("casework.activities")
+T = TypeVar("T")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def add_event(s: Session, ev: CaseEventIn | None) -> None:
+    """Append a timeline entry once: a retried activity finds it already there."""
+    if ev is None:
+        return
+    exists = s.exec(
+        select(CaseEventRow.id).where(
+            CaseEventRow.case_id == ev.case_id, CaseEventRow.seq == ev.seq
+        )
+    ).first()
+    if exists is None:
+        s.add(
+            CaseEventRow(
+                case_id=ev.case_id, seq=ev.seq, kind=ev.kind, at=ev.at, actor=ev.actor, data=ev.data
+            )
+        )
+        s.flush()
+        seal(s, ev.case_id)
+
+
+class CaseActivities:
+    def __init__(
+        self,
+        engine: Engine,
+        registries: Registries,
+        gateway: PaymentGateway,
+        ruleset_override_dir: Path | None = None,
+    ) -> None:
+        self.engine = engine
+        self.registries = registries
+        self.gateway = gateway
+        self.override_dir = ruleset_override_dir
+
+    async def _db(self, fn: Callable[[], T]) -> T:
+        # The database driver is blocking: keep it off the event loop shared with workflows.
+        return await asyncio.to_thread(fn)
+
+    def _write(self, fn: Callable[[Session], None]) -> None:
+        for attempt in range(5):
+            try:
+                with Session(self.engine, expire_on_commit=False) as s:
+                    fn(s)
+                    s.commit()
+                return
+            except IntegrityError:
+                # Two writers raced on the first insert of a row: the next try updates it.
+                if attempt == 4:
+                    raise
+
+    # ------------------------------------------------------------------ rules and calendar
+
+    @activity.defn(name=act.LOAD_RULES)
+    async def load_rules(self, req: LoadRules) -> Any:
+        return load_rules(req.procedure, req.on, req.version, self.override_dir)
+
+    def _calendar_deadline(self, req: DeadlineRequest) -> Deadline:
+        with Session(self.engine) as s:
+            cal = load_calendar(s)
+        return compute_deadline(req, cal)
+
+    @activity.defn(name=act.COMPUTE_DEADLINE)
+    async def compute_deadline(self, req: DeadlineRequest) -> Deadline:
+        return await self._db(lambda: self._calendar_deadline(req))
+
+    @activity.defn(name=act.RESUME_DEADLINE)
+    async def resume_deadline(self, req: ResumeDeadline) -> Deadline:
+        """After a suspension the remaining part of the term runs again from the resume time."""
+
+        def run() -> Deadline:
+            with Session(self.engine) as s:
+                cal = load_calendar(s)
+            if req.term.unit == DurationUnit.working_days:
+                left = remaining_working_days(cal, req.suspended_at, req.deadline)
+                term = Term(amount=left, unit=DurationUnit.working_days)
+                d = compute_deadline(
+                    DeadlineRequest(
+                        start=req.resumed_at, term=term, warn_fraction=req.warn_fraction
+                    ),
+                    cal,
+                )
+            else:
+                left_s = max(0, int((req.deadline - req.suspended_at).total_seconds()))
+                term = Term(amount=left_s, unit=DurationUnit.seconds)
+                d = compute_deadline(
+                    DeadlineRequest(
+                        start=req.resumed_at, term=term, warn_fraction=req.warn_fraction
+                    ),
+                    cal,
+                )
+            note = (
+                f"Suspended {req.suspended_at.isoformat()} - resumed {req.resumed_at.isoformat()}; "
+                f"remaining {term.label()} counted again: {d.explanation}"
+            )
+            return d.model_copy(update={"term": req.term, "explanation": note})
+
+        return await self._db(run)
+
+    # ------------------------------------------------------------------ projection
+
+    @activity.defn(name=act.PROJECT_CASE)
+    async def project_case(self, p: CaseProjection) -> None:
+        def write(s: Session) -> None:
+            row = s.get(CaseRow, p.case_id)
+            values: dict[str, Any] = p.model_dump(exclude={"events"}, mode="python")
+            values["status"] = p.status.value
+            values["sla_state"] = p.sla_state.value
+            values["region"] = p.region.value
+            values["outcome"] = p.outcome.value if p.outcome else None
+            values["updated_at"] = _now()
+            if row is None:
+                s.add(CaseRow(**values))
+            elif row.rev <= p.rev:
+                for k, v in values.items():
+                    setattr(row, k, v)
+            for ev in p.events:
+                add_event(s, ev)
+
+        await self._db(lambda: self._write(write))
+
+    @activity.defn(name=act.PROJECT_TASK)
+    async def project_task(self, change: TaskChange) -> None:
+        t = change.task
+
+        def write(s: Session) -> None:
+            row = s.get(TaskRow, t.task_id)
+            values: dict[str, Any] = t.model_dump(mode="python")
+            for key in ("kind", "role", "status"):
+                values[key] = values[key].value
+            values["region"] = t.region.value if t.region else None
+            values["rev"] = change.rev
+            if t.status in (TaskStatus.open, TaskStatus.claimed):
+                clock = s.exec(
+                    select(ClockRow).where(
+                        ClockRow.case_id == t.case_id, ClockRow.state != SlaState.stopped.value
+                    )
+                ).first()
+                values["sla_state"] = clock.state if clock else SlaState.on_track.value
+            else:
+                values["sla_state"] = SlaState.stopped.value
+            if row is None:
+                s.add(TaskRow(**values))
+            elif row.rev <= change.rev:
+                for k, v in values.items():
+                    setattr(row, k, v)
+            add_event(s, change.event)
+
+        await self._db(lambda: self._write(write))
+
+    @activity.defn(name=act.PROJECT_CLOCK)
+    async def project_clock(self, c: ClockProjection) -> None:
+        def write(s: Session) -> None:
+            row = s.get(ClockRow, (c.case_id, c.name))
+            values: dict[str, Any] = {
+                "case_id": c.case_id,
+                "name": c.name,
+                "step": c.step,
+                "state": c.state.value,
+                "term": c.term.model_dump(mode="json"),
+                "started_at": c.started_at,
+                "deadline": c.deadline,
+                "warn_at": c.warn_at,
+                "explanation": c.explanation,
+                "skipped_days": [d.model_dump(mode="json") for d in c.skipped_days],
+                "on_breach": c.on_breach.value,
+                "updated_at": _now(),
+                "rev": c.rev,
+            }
+            if row is None:
+                s.add(ClockRow(**values))
+            elif row.rev <= c.rev:
+                for k, v in values.items():
+                    setattr(row, k, v)
+            if c.state != SlaState.stopped:
+                s.execute(
+                    update(TaskRow)
+                    .where(
+                        TaskRow.case_id == c.case_id,  # type: ignore[arg-type]
+                        TaskRow.status.in_([TaskStatus.open.value, TaskStatus.claimed.value]),  # type: ignore[attr-defined]
+                    )
+                    .values(sla_state=c.state.value)
+                )
+            add_event(s, c.event)
+
+        await self._db(lambda: self._write(write))
+
+    @activity.defn(name=act.NOTIFY)
+    async def notify(self, n: Notification) -> None:
+        """Deliver a notice: kept in the outbox table (read by the party through the API)."""
+
+        def write(s: Session) -> None:
+            exists = s.exec(
+                select(NotificationRow.id).where(
+                    NotificationRow.case_id == n.case_id, NotificationRow.seq == n.seq
+                )
+            ).first()
+            if exists is None:
+                s.add(
+                    NotificationRow(
+                        case_id=n.case_id,
+                        seq=n.seq,
+                        to_role=n.to_role.value,
+                        to_party=n.to_party,
+                        region=n.region.value if n.region else None,
+                        kind=n.kind,
+                        text_ru=n.text_ru,
+                        text_kk=n.text_kk,
+                        data=n.data,
+                        created_at=_now(),
+                    )
+                )
+
+        await self._db(lambda: self._write(write))
+        log.info("notice %s to %s on case %s", n.kind, n.to_role.value, n.case_id)
+
+    # ------------------------------------------------------------------ quota ledger
+
+    @activity.defn(name=act.QUOTA_RESERVE)
+    async def quota_reserve(self, req: QuotaRequest) -> QuotaResult:
+        return await self._db(lambda: ledger.reserve(self.engine, req))
+
+    @activity.defn(name=act.QUOTA_COMMIT)
+    async def quota_commit(self, req: QuotaRequest) -> QuotaResult:
+        return await self._db(lambda: ledger.commit(self.engine, req))
+
+    @activity.defn(name=act.QUOTA_RELEASE)
+    async def quota_release(self, req: QuotaRequest) -> QuotaResult:
+        return await self._db(lambda: ledger.release(self.engine, req))
+
+    # ------------------------------------------------------------------ external registries
+
+    @activity.defn(name=act.CHECK_VACANCY)
+    async def check_vacancy(self, req: VacancyCheck) -> VacancyCheckResult:
+        info = await self.registries.labour_exchange.get_vacancy(
+            req.vacancy_code, req.employer_bin, req.filed_on
+        )
+        if not info.found or info.posted_on is None:
+            return VacancyCheckResult(
+                ok=False, code="not_found", detail=f"vacancy {req.vacancy_code} not found"
+            )
+        if info.status == "closed":
+            return VacancyCheckResult(
+                ok=False, code="closed", detail="vacancy is closed", posted_on=info.posted_on
+            )
+        earliest = info.posted_on + timedelta(days=req.min_posting_days)
+        if req.filed_on < earliest:
+            return VacancyCheckResult(
+                ok=False,
+                code="posted_too_recently",
+                detail=f"posted {info.posted_on}; filing allowed from {earliest} ({req.min_posting_days} CD)",
+                posted_on=info.posted_on,
+            )
+        return VacancyCheckResult(
+            ok=True, code="posted", detail=f"posted {info.posted_on}", posted_on=info.posted_on
+        )
+
+    @activity.defn(name=act.RUN_REGISTRY_CHECKS)
+    async def run_registry_checks(self, req: RegistryCheckRequest) -> RegistryCheckResult:
+        r = self.registries
+        results = await asyncio.gather(
+            r.admin_offences.check_employer(req.employer_bin),
+            r.migration_police.check_worker(req.passport_number, req.citizenship),
+            r.labour_safety.check_employer(req.employer_bin),
+            r.esutd.check_contracts(req.employer_bin, req.passport_number),
+        )
+        return RegistryCheckResult(findings=[f.model_dump(mode="json") for f in results])
+
+    @activity.defn(name=act.CREATE_INVOICE)
+    async def create_invoice(self, req: InvoiceRequest) -> InvoiceInfo:
+        inv = await self.gateway.create_invoice(req.case_id, req.amount_kzt, req.due)
+        return InvoiceInfo.model_validate(inv.model_dump())
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [
+            self.load_rules,
+            self.compute_deadline,
+            self.resume_deadline,
+            self.project_case,
+            self.project_task,
+            self.project_clock,
+            self.notify,
+            self.quota_reserve,
+            self.quota_commit,
+            self.quota_release,
+            self.check_vacancy,
+            self.run_registry_checks,
+            self.create_invoice,
+        ]

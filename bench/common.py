@@ -1,0 +1,229 @@
+"""What every scenario shares: the context, the API client with tokens, result rows and
+the closed-loop load generator."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import httpx
+
+from api.auth import mint_token
+from bench.stack import BenchStack
+from bench.stats import median, ratio, rnd
+from casework.contracts import Actor, Role
+from tests.factories import application_data
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Ctx:
+    stack: BenchStack
+    quick: bool
+    runs: int
+    postgres_url: str | None
+    shared: dict[str, Any] = field(default_factory=dict)
+
+    def n(self, quick: int, full: int) -> int:
+        return quick if self.quick else full
+
+
+def new_bin(rng: random.Random | None = None) -> str:
+    """A fresh employer BIN (12 digits) that no simulated registry answers negatively for."""
+    r = rng or random
+    while True:
+        b = "7" + "".join(str(r.randint(0, 9)) for _ in range(11))
+        if b[-2:] not in ("13", "66", "99"):
+            return b
+
+
+class Api:
+    """An HTTP client of the running API with development tokens."""
+
+    def __init__(self, stack: BenchStack, connections: int = 64) -> None:
+        self.stack = stack
+        self.http = httpx.AsyncClient(
+            base_url=stack.api_url,
+            timeout=httpx.Timeout(120.0),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        )
+
+    def token(self, role: str, **scope: Any) -> dict[str, str]:
+        actor = Actor(
+            user_id=scope.pop("user", f"{role}-{uuid.uuid4().hex[:6]}"), role=Role(role), **scope
+        )
+        return {"Authorization": f"Bearer {mint_token(actor, self.stack.settings)}"}
+
+    async def start_case(
+        self,
+        employer: dict[str, str],
+        bin_: str,
+        region: str,
+        ruleset: str | None = None,
+    ) -> httpx.Response:
+        headers = {**employer, "Idempotency-Key": str(uuid.uuid4())}
+        if ruleset:
+            headers["X-Ruleset-Version"] = ruleset
+        body = application_data(region=region, employer={"bin": bin_, "name": "Bench LLP"})
+        return await self.http.post("/api/v1/cases/work_permit", json=body, headers=headers)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+def bare_payload(region: str = "almaty_city") -> dict[str, Any]:
+    """The same application body the API receives, as the bare start's input."""
+    return application_data(region=region)
+
+
+async def closed_loop(
+    n: int,
+    concurrency: int,
+    job: Callable[[int], Awaitable[Any]],
+    time_limit: float | None = None,
+    stop: asyncio.Event | None = None,
+) -> tuple[list[float], float, list[str]]:
+    """Run `n` jobs with `concurrency` clients, each starting the next job when its last
+    one is answered. Returns latencies (s) of the successful jobs, the wall time (s) and
+    the errors. Jobs still running after `time_limit`, or when `stop` is set (a stall
+    watchdog), are cancelled and counted as errors."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    counter = iter(range(n))
+
+    async def client() -> None:
+        for i in counter:
+            t0 = time.perf_counter()
+            try:
+                await job(i)
+            except Exception as exc:  # noqa: BLE001 - every failure is counted and reported
+                errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+                continue
+            latencies.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    work = asyncio.ensure_future(asyncio.gather(*(client() for _ in range(concurrency))))
+    waiters: set[asyncio.Future[Any]] = {work}
+    if stop is not None:
+        waiters.add(asyncio.ensure_future(stop.wait()))
+    done, pending = await asyncio.wait(
+        waiters, timeout=time_limit, return_when=asyncio.FIRST_COMPLETED
+    )
+    for p in pending:
+        if p is not work:
+            p.cancel()
+    if work not in done:
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
+        why = "stalled: no progress" if stop is not None and stop.is_set() else "time limit"
+        unfinished = n - len(latencies) - len(errors)
+        errors.extend([f"{why}: not finished after {time.perf_counter() - t0:.0f} s"] * unfinished)
+    else:
+        work.result()
+    return latencies, time.perf_counter() - t0, errors
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class Row:
+    """One measured figure beside its baseline, with its target."""
+
+    key: str
+    label: str
+    unit: str
+    value: float | None
+    baseline: float | None
+    target: str
+    met: bool | None
+    baseline_label: str = ""
+    ratio: float | None = None
+    runs: list[float | None] = field(default_factory=list)
+    baseline_runs: list[float | None] = field(default_factory=list)
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.ratio is None:
+            self.ratio = ratio(self.value, self.baseline)
+        self.value = rnd(self.value, 3)
+        self.baseline = rnd(self.baseline, 3)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def row_from_runs(
+    key: str,
+    label: str,
+    unit: str,
+    runs: list[float | None],
+    baseline_runs: list[float | None],
+    target: str,
+    check: Callable[[float, float], bool] | None,
+    baseline_label: str = "",
+    note: str = "",
+) -> Row:
+    """A row whose figure and baseline are the medians of the runs; `check(value, baseline)`
+    decides whether the target is met (None: reported only)."""
+    value = median(runs)
+    base = median(baseline_runs)
+    met = None
+    if check is not None and value is not None and base is not None:
+        met = bool(check(value, base))
+    return Row(
+        key=key,
+        label=label,
+        unit=unit,
+        value=value,
+        baseline=base,
+        target=target,
+        met=met,
+        baseline_label=baseline_label,
+        runs=[rnd(v, 3) for v in runs],
+        baseline_runs=[rnd(v, 3) for v in baseline_runs],
+        note=note,
+    )
+
+
+@dataclass
+class ScenarioResult:
+    id: str
+    title: str
+    baseline: str
+    target: str
+    status: str = "ok"  # ok | not_implemented | error | skipped
+    rows: list[Row] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "baseline": self.baseline,
+            "target": self.target,
+            "status": self.status,
+            "met": self.met,
+            "rows": [r.to_json() for r in self.rows],
+            "details": self.details,
+            "notes": self.notes,
+            "duration_s": round(self.duration_s, 1),
+        }
+
+    @property
+    def met(self) -> bool | None:
+        verdicts = [r.met for r in self.rows if r.met is not None]
+        if self.status != "ok" or not verdicts:
+            return None
+        return all(verdicts)

@@ -1,0 +1,173 @@
+"""Scenario 1: case start through the API vs a bare `client.start_workflow`.
+
+The API's `POST /api/v1/cases/work_permit` validates the application, derives the case
+number, and starts the workflow with update-with-start, answering once the case row is
+in the read model. The bare baseline starts an empty workflow with the same input
+payload and the same four search attributes. A third, informative figure is a bare
+update-with-start of the same shape as the API's (the update returns after two empty
+activities), which shows how much of the difference is the "answer once registered"
+design rather than engine code.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from temporalio.client import WithStartWorkflowOperation
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+)
+
+from bench.bare import BareEmpty, BareRegistration
+from bench.common import (
+    Api,
+    Ctx,
+    ScenarioResult,
+    bare_payload,
+    closed_loop,
+    log,
+    new_bin,
+    row_from_runs,
+)
+from bench.stack import BARE_QUEUE
+from bench.stats import summary_ms
+from workflows.search_attributes import CASE_PROCEDURE, CASE_REGION, CASE_STATUS, SLA_STATE
+
+REGION = "almaty_city"
+
+
+def search_attributes() -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(CASE_PROCEDURE, "work_permit"),
+            SearchAttributePair(CASE_REGION, REGION),
+            SearchAttributePair(CASE_STATUS, "registered"),
+            SearchAttributePair(SLA_STATE, "on_track"),
+        ]
+    )
+
+
+async def run(ctx: Ctx) -> ScenarioResult:
+    res = ScenarioResult(
+        id="1",
+        title="case start: POST /api/v1/cases/work_permit",
+        baseline="bare client.start_workflow of an empty workflow (same input payload, same 4 search attributes)",
+        target="≥ 80 % of bare starts/s; p95 ≤ 1.25 × bare p95",
+    )
+    stack = ctx.stack
+    client = stack.client
+    assert client is not None
+    api = Api(stack, connections=64)
+    bin_ = new_bin()
+    employer = api.token("employer", party=bin_, user="bench-employer-s1")
+    payload = bare_payload(REGION)
+    actor = {"user_id": "bench-employer", "role": "employer", "party": bin_}
+    errors: dict[str, list[str]] = {}
+
+    async def engine_job(i: int) -> None:
+        r = await api.start_case(employer, bin_, REGION)
+        if r.status_code != 201:
+            raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
+
+    async def bare_job(i: int) -> None:
+        await client.start_workflow(
+            BareEmpty.run,
+            payload,
+            id=f"bare-start-{uuid.uuid4()}",
+            task_queue=BARE_QUEUE,
+            search_attributes=search_attributes(),
+        )
+
+    async def uws_job(i: int) -> None:
+        op = WithStartWorkflowOperation(
+            BareRegistration.run,
+            payload,
+            id=f"bare-uws-{uuid.uuid4()}",
+            task_queue=BARE_QUEUE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=search_attributes(),
+        )
+        await client.execute_update_with_start_workflow(
+            BareRegistration.registration, actor, start_workflow_operation=op
+        )
+
+    # Warm-up: first requests load code paths and connections on every side.
+    for job in (engine_job, bare_job, uws_job):
+        await closed_loop(3, 1, job)
+
+    plan = {1: ctx.n(5, 30), 10: ctx.n(20, 100), 32: ctx.n(32, 128)}
+    details: dict[str, Any] = {}
+    for conc, n in plan.items():
+        figures: dict[str, dict[str, list[float | None]]] = {
+            k: {"tput": [], "p95": []} for k in ("engine", "bare", "uws")
+        }
+        per_run: list[dict[str, Any]] = []
+        for run_no in range(ctx.runs):
+            one: dict[str, Any] = {}
+            for name, job in (("engine", engine_job), ("bare", bare_job), ("uws", uws_job)):
+                await stack.settle()
+                cpu0 = stack.cpu()
+                lat, wall, errs = await closed_loop(n, conc, job)
+                cores = stack.cores(cpu0, wall)
+                if errs:
+                    errors.setdefault(f"{name}@{conc}", []).extend(errs[:5])
+                s = summary_ms(lat)
+                tput = len(lat) / wall if wall else None
+                figures[name]["tput"].append(tput)
+                figures[name]["p95"].append(s.get("p95_ms"))
+                one[name] = {
+                    **s,
+                    "per_s": round(tput or 0, 2),
+                    "errors": len(errs),
+                    "cores_used": cores,
+                }
+            per_run.append(one)
+            log(
+                f"s1 c={conc} run {run_no + 1}: engine {one['engine']['per_s']}/s p95 "
+                f"{one['engine'].get('p95_ms')} ms; bare {one['bare']['per_s']}/s p95 "
+                f"{one['bare'].get('p95_ms')} ms; bare update-with-start {one['uws']['per_s']}/s"
+            )
+        details[f"concurrency_{conc}"] = {"n": n, "runs": per_run}
+        res.rows.append(
+            row_from_runs(
+                f"1.c{conc}.throughput",
+                f"starts/s, {conc} concurrent",
+                "starts/s",
+                figures["engine"]["tput"],
+                figures["bare"]["tput"],
+                "≥ 0.80 × bare",
+                lambda v, b: v >= 0.8 * b,
+                baseline_label="bare start_workflow",
+            )
+        )
+        res.rows.append(
+            row_from_runs(
+                f"1.c{conc}.p95",
+                f"p95 start latency, {conc} concurrent",
+                "ms",
+                figures["engine"]["p95"],
+                figures["bare"]["p95"],
+                "≤ 1.25 × bare p95",
+                lambda v, b: v <= 1.25 * b,
+                baseline_label="bare start_workflow",
+            )
+        )
+        res.rows.append(
+            row_from_runs(
+                f"1.c{conc}.p95_vs_uws",
+                f"p95 start latency vs bare update-with-start of the same shape, {conc} concurrent",
+                "ms",
+                figures["engine"]["p95"],
+                figures["uws"]["p95"],
+                "informative",
+                None,
+                baseline_label="bare update-with-start, 2 empty activities",
+            )
+        )
+    details["errors"] = errors
+    res.details = details
+    await api.close()
+    return res

@@ -1,0 +1,318 @@
+"""Scenario 7: clock precision. N consideration deadlines due within the same second on the
+running stack (override rule sets whose terms are in seconds), then: when does each
+breach become visible in the read model, measured from the deadline, vs when the
+breach timer fired in the workflow's history.
+
+How the deadlines land in one second: the bench installs override rule sets
+`bench-sNNN` (the 2026.01 drill rules with a consideration term of NNN seconds), picks a
+target second, and files each case (`X-Ruleset-Version`) with the term that brings its
+deadline to that second, timing the request to the sub-second (the lag from a filing to
+its first workflow task, where the clock starts, is learnt as it goes). Filings go 6 at a
+time; a case whose deadline still missed the second (first task + term, from its
+history) is terminated and filed again, so the N measured deadlines all fall in it. The deadline itself is taken from the history (the time of the workflow task that started the breach timer, i.e.
+its `workflow.now()`, + the timer's timeout). The read model is
+polled directly (`sla_clock.state = 'breached'`) every 50 ms from the bench process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from typing import Any
+
+from sqlalchemy import text
+from temporalio.api.enums.v1 import EventType
+
+from bench.common import Api, Ctx, ScenarioResult, closed_loop, log, new_bin, row_from_runs
+from bench.shape import REPO
+from bench.stats import rnd, summary_ms
+
+REGION = "shymkent"
+# At most 56 override rule sets: with the two regular ones they stay within the rule-set
+# cache (casework.rules._load keeps 64), so filing does not re-read them.
+T_MIN, T_MAX = 8, 69
+FILERS = 6  # concurrent filings: few, so each filing's lag to its first workflow task is steady
+POLL_S = 0.05
+E = EventType
+
+
+def install_rulesets(ctx: Ctx) -> list[str]:
+    base = json.loads((REPO / "drills" / "work_permit" / "drill-minutes.json").read_text())
+    folder = ctx.stack.override_dir / "work_permit"
+    folder.mkdir(parents=True, exist_ok=True)
+    versions = []
+    for term in range(T_MIN, T_MAX + 1):
+        rules = json.loads(json.dumps(base))
+        version = f"bench-s{term:03d}"
+        rules["version"] = version
+        rules["source"] = "benchmark: the drill rules with terms in seconds (never for real cases)"
+        for name, clock in rules["clocks"].items():
+            clock["term"] = {"amount": term if name == "consideration" else 600, "unit": "seconds"}
+        (folder / f"{version}.json").write_text(json.dumps(rules))
+        versions.append(version)
+    return versions
+
+
+def remove_rulesets(ctx: Ctx) -> None:
+    for p in (ctx.stack.override_dir / "work_permit").glob("bench-s*.json"):
+        p.unlink()
+
+
+def _history_times(events: list[Any]) -> dict[str, float] | None:
+    """The breach timer (the fired timer due last) and what followed it."""
+    started: dict[int, tuple[float, float]] = {}
+    fired: list[tuple[float, float, int]] = []
+    task_started = 0.0  # workflow.now() of the task that starts a timer
+    for ev in events:
+        t = ev.event_time.ToMicroseconds() / 1e6
+        if ev.event_type == E.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+            task_started = t
+        elif ev.event_type == E.EVENT_TYPE_TIMER_STARTED:
+            a = ev.timer_started_event_attributes
+            timeout = a.start_to_fire_timeout.ToTimedelta().total_seconds()
+            started[ev.event_id] = (task_started, task_started + timeout)
+        elif ev.event_type == E.EVENT_TYPE_TIMER_FIRED:
+            st = started.get(ev.timer_fired_event_attributes.started_event_id)
+            if st:
+                fired.append((st[1], t, ev.event_id))
+    if not fired:
+        return None
+    due, fire, fire_id = max(fired)
+    out = {"due": due, "fired": fire}
+    sched: dict[int, str] = {}
+    for ev in events:
+        if ev.event_id <= fire_id:
+            continue
+        t = ev.event_time.ToMicroseconds() / 1e6
+        if ev.event_type == E.EVENT_TYPE_WORKFLOW_TASK_STARTED and "wft_started" not in out:
+            out["wft_started"] = t
+        elif ev.event_type == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            name = ev.activity_task_scheduled_event_attributes.activity_type.name
+            sched[ev.event_id] = name
+            if name == "project_clock" and "projection_scheduled" not in out:
+                out["projection_scheduled"] = t
+        elif ev.event_type == E.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            sid = ev.activity_task_started_event_attributes.scheduled_event_id
+            if sched.get(sid) == "project_clock" and "projection_started" not in out:
+                out["projection_started"] = t
+        elif ev.event_type == E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            sid = ev.activity_task_completed_event_attributes.scheduled_event_id
+            if sched.get(sid) == "project_clock" and "projection_completed" not in out:
+                out["projection_completed"] = t
+    return out
+
+
+async def _first_task_times(ctx: Ctx, case_ids: list[str]) -> dict[str, float]:
+    """When each case's first workflow task started: its `filed_at`, where the
+    consideration clock starts."""
+    client = ctx.stack.client
+    assert client is not None
+    sem = asyncio.Semaphore(8)
+
+    async def one(cid: str) -> tuple[str, float | None]:
+        async with sem:
+            h = await client.get_workflow_handle(cid).fetch_history()
+        for ev in h.events:
+            if ev.event_type == E.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+                return cid, ev.event_time.ToMicroseconds() / 1e6
+        return cid, None
+
+    return {c: t for c, t in await asyncio.gather(*(one(c) for c in case_ids)) if t is not None}
+
+
+async def one_run(ctx: Ctx, n: int) -> dict[str, Any]:
+    """File n cases whose consideration deadlines all fall in one target second: file with
+    the term that should land there, check where each deadline really fell (first task
+    + term, from the history), terminate the ones that missed and file replacements with
+    the lag corrected, until n cases are on target."""
+    stack = ctx.stack
+    client = stack.client
+    assert client is not None
+    api = Api(stack, connections=40)
+    bin_ = new_bin()
+    employer = api.token("employer", party=bin_, user=f"emp-{bin_}")
+    lag = 0.25  # first guess of the time from sending a filing to its first workflow task
+    lead = T_MIN + n / 4.0 + 10.0
+    target = math.floor(time.time() + lead) + 0.5  # the middle of the target second
+    on_target: list[str] = []
+    terminated = 0
+    rounds = 0
+    late = 0
+    errors: list[str] = []
+    t_start = time.perf_counter()
+    while len(on_target) < n and target - time.time() - lag > T_MIN:
+        rounds += 1
+        filed: dict[str, tuple[float, int]] = {}
+
+        async def start(
+            i: int, lag: float = lag, filed: dict[str, tuple[float, int]] = filed
+        ) -> None:
+            nonlocal late
+            now = time.time()
+            term = math.ceil(target - now - lag)
+            if term < T_MIN:
+                late += 1
+                return
+            term = min(term, T_MAX)
+            wait = target - term - lag - now
+            if wait > 0:
+                await asyncio.sleep(wait)
+            t_sent = time.time()
+            r = await api.start_case(employer, bin_, REGION, ruleset=f"bench-s{term:03d}")
+            if r.status_code != 201:
+                raise RuntimeError(f"start: HTTP {r.status_code} {r.text[:200]}")
+            filed[r.json()["case_id"]] = (t_sent, term)
+
+        _, _, errs = await closed_loop(n - len(on_target), FILERS, start)
+        errors += errs
+        first = await _first_task_times(ctx, list(filed))
+        misses = []
+        observed = []
+        for cid, (t_sent, term) in filed.items():
+            t_first = first.get(cid)
+            if t_first is None:
+                misses.append(cid)
+                continue
+            observed.append(t_first - t_sent)
+            if math.floor(t_first + term) == math.floor(target):
+                on_target.append(cid)
+            else:
+                misses.append(cid)
+        for cid in misses:  # off target: it must not breach inside the measured second
+            await client.get_workflow_handle(cid).terminate("bench: deadline off the target second")
+            terminated += 1
+        if observed:
+            observed.sort()
+            lag = observed[len(observed) // 2]
+    start_wall = time.perf_counter() - t_start
+    case_ids = on_target
+    log(
+        f"s7: {len(case_ids)} cases on target after {rounds} round(s) ({terminated} off "
+        f"target terminated) in {start_wall:.1f}s; deadlines due at "
+        f"{time.strftime('%H:%M:%S', time.localtime(target))}"
+    )
+    wanted = set(case_ids)
+    seen: dict[str, float] = {}
+    end = target + 120
+    query = text(
+        "SELECT case_id FROM sla_clock WHERE name = 'consideration' AND state = 'breached'"
+    )
+    while len(seen) < len(wanted) and time.time() < end:
+        with stack.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        now = time.time()
+        for (cid,) in rows:
+            if cid in wanted and cid not in seen:
+                seen[cid] = now
+        await asyncio.sleep(POLL_S)
+    client = stack.client
+    assert client is not None
+    sem = asyncio.Semaphore(8)
+
+    async def times(cid: str) -> dict[str, float] | None:
+        async with sem:
+            h = await client.get_workflow_handle(cid).fetch_history()
+        return _history_times(list(h.events))
+
+    hist = dict(zip(case_ids, await asyncio.gather(*(times(c) for c in case_ids)), strict=True))
+    await api.close()
+    visible, fired, wft, written = [], [], [], []
+    dues = []
+    for cid in case_ids:
+        h = hist.get(cid)
+        if not h:
+            continue
+        dues.append(h["due"])
+        fired.append(h["fired"] - h["due"])
+        if "wft_started" in h:
+            wft.append(h["wft_started"] - h["due"])
+        if "projection_completed" in h:
+            written.append(h["projection_completed"] - h["due"])
+        if cid in seen:
+            visible.append(seen[cid] - h["due"])
+    seconds = [math.floor(d) for d in dues]
+    same_second = max((seconds.count(s) for s in set(seconds)), default=0)
+    return {
+        "cases": len(case_ids),
+        "first_task_lag_ms": rnd(lag * 1000),
+        "filing_rounds": rounds,
+        "off_target_terminated": terminated,
+        "start_errors": errors[:5],
+        "filed_late": late,
+        "start_wall_s": round(start_wall, 2),
+        "deadline_spread_ms": rnd((max(dues) - min(dues)) * 1000) if dues else None,
+        "deadlines_in_the_same_second": same_second,
+        "breaches_visible": len(visible),
+        "breaches_never_visible": len(case_ids) - len(visible),
+        "visible_after_deadline": summary_ms(visible),
+        "timer_fired_after_deadline": summary_ms(fired),
+        "workflow_task_started_after_deadline": summary_ms(wft),
+        "breach_row_written_after_deadline": summary_ms(written),
+    }
+
+
+async def run(ctx: Ctx) -> ScenarioResult:
+    res = ScenarioResult(
+        id="7",
+        title="clock precision: deadlines due in the same second",
+        baseline="breach timer fire time in the history (after the deadline)",
+        target="breach visible in the read model p95 ≤ 1 s, max ≤ 2 s after the deadline",
+    )
+    n = ctx.n(20, 200)
+    install_rulesets(ctx)
+    vis_p95: list[float | None] = []
+    vis_max: list[float | None] = []
+    fire_p95: list[float | None] = []
+    fire_max: list[float | None] = []
+    runs = []
+    missing = 0
+    try:
+        for run_no in range(ctx.runs):
+            await ctx.stack.settle(timeout=60)
+            r = await one_run(ctx, n)
+            runs.append(r)
+            missing += r["breaches_never_visible"]
+            vis_p95.append(r["visible_after_deadline"].get("p95_ms"))
+            vis_max.append(r["visible_after_deadline"].get("max_ms"))
+            fire_p95.append(r["timer_fired_after_deadline"].get("p95_ms"))
+            fire_max.append(r["timer_fired_after_deadline"].get("max_ms"))
+            log(
+                f"s7 run {run_no + 1}: {r['deadlines_in_the_same_second']}/{r['cases']} due in one "
+                f"second (spread {r['deadline_spread_ms']} ms); visible p95 "
+                f"{vis_p95[-1]} ms max {vis_max[-1]} ms; timer fired p95 {fire_p95[-1]} ms"
+            )
+            await ctx.stack.settle(timeout=60)
+    finally:
+        remove_rulesets(ctx)
+    res.rows.append(
+        row_from_runs(
+            "7.visible.p95",
+            f"{n} deadlines in one second: breach visible in the read model, p95 after the deadline",
+            "ms",
+            vis_p95,
+            fire_p95,
+            "≤ 1,000 ms",
+            lambda v, b: v <= 1000 and missing == 0,
+            baseline_label="breach timer fired (history), p95",
+        )
+    )
+    res.rows.append(
+        row_from_runs(
+            "7.visible.max",
+            f"{n} deadlines in one second: breach visible in the read model, max after the deadline",
+            "ms",
+            vis_max,
+            fire_max,
+            "≤ 2,000 ms",
+            lambda v, b: v <= 2000 and missing == 0,
+            baseline_label="breach timer fired (history), max",
+        )
+    )
+    res.details = {"deadlines": n, "poll_interval_ms": POLL_S * 1000, "runs": runs}
+    res.notes.append(
+        f"the read model is polled every {POLL_S * 1000:.0f} ms, which adds up to that much "
+        "to each visibility figure"
+    )
+    return res

@@ -1,0 +1,46 @@
+"""One settings object for the API, the worker and the CLI (environment prefix CASEWORK_)."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CASEWORK_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("data")
+    database_url: str = ""  # empty: SQLite file under data_dir
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "casework"
+    document_dir: Path | None = None  # default: data_dir / "documents"
+    ruleset_override_dir: Path | None = None  # operator override rule sets (drills)
+    jwt_secret: str = "dev-only-secret-change-me-in-production-0123456789"
+    jwt_issuer: str = "kz-casework"
+    public_base_url: str = "http://127.0.0.1:8000"
+    gateway_secret: str = "dev-gateway-secret"
+    dev_mode: bool = True  # development helpers (payment simulator); off in production
+    # Signed webhook notifications of clock events (at risk, breached, suspended, ...).
+    webhook_urls: list[str] = []
+    webhook_secret: str = "dev-webhook-secret"
+    worker_metrics_address: str = ""  # e.g. 127.0.0.1:9464: the Temporal SDK's Prometheus metrics
+    # Simulated registries: latency (seconds) and share of transient failures.
+    simulator_latency: float = 0.05
+    simulator_failure_rate: float = 0.1
+    simulator_seed: int | None = None
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'casework.db').resolve()}"
+
+    @property
+    def effective_document_dir(self) -> Path:
+        return self.document_dir or (self.data_dir / "documents")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,80 @@
+"""Driving a case workflow in tests the way a caseworker would."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+from temporalio.client import WorkflowHandle
+
+from casework.contracts import Actor, CompleteTask, TaskKind, TaskSpec
+from casework.db import CaseEventRow, CaseRow, ClockRow, NotificationRow
+from tests.factories import CASEWORKER
+from workflows.work_permit import WorkPermitWorkflow
+
+
+async def wait_task(
+    handle: WorkflowHandle[Any, Any], kind: TaskKind, timeout: float = 30
+) -> TaskSpec:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while loop.time() < end:
+        for task in await handle.query(WorkPermitWorkflow.open_tasks):
+            if task.kind == kind:
+                return task
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no open {kind.value} task within {timeout}s")
+
+
+async def complete(
+    handle: WorkflowHandle[Any, Any],
+    kind: TaskKind,
+    form: dict[str, Any],
+    actor: Actor = CASEWORKER,
+) -> TaskSpec:
+    task = await wait_task(handle, kind)
+    return await handle.execute_update(
+        WorkPermitWorkflow.complete_task, CompleteTask(task_id=task.task_id, actor=actor, form=form)
+    )
+
+
+async def wait_until(predicate: Any, timeout: float = 30) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while loop.time() < end:
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+def case_row(engine: Engine, case_id: str) -> CaseRow | None:
+    with Session(engine) as s:
+        return s.get(CaseRow, case_id)
+
+
+def events(engine: Engine, case_id: str) -> list[CaseEventRow]:
+    with Session(engine) as s:
+        return list(
+            s.exec(
+                select(CaseEventRow)
+                .where(CaseEventRow.case_id == case_id)
+                .order_by(CaseEventRow.seq)
+            )
+        )  # type: ignore[arg-type]
+
+
+def event_kinds(engine: Engine, case_id: str) -> list[str]:
+    return [e.kind for e in events(engine, case_id)]
+
+
+def clock(engine: Engine, case_id: str, name: str) -> ClockRow | None:
+    with Session(engine) as s:
+        return s.get(ClockRow, (case_id, name))
+
+
+def notices(engine: Engine, case_id: str) -> list[NotificationRow]:
+    with Session(engine) as s:
+        return list(s.exec(select(NotificationRow).where(NotificationRow.case_id == case_id)))

@@ -1,0 +1,562 @@
+"""The case primitives every procedure shares: timeline events, projection, human tasks.
+
+A procedure's workflow subclasses `CaseWorkflowBase`. Every change to the case happens
+here, in workflow code, and reaches the read model through activities, so the workflow
+history is the complete legal record and the database can be rebuilt from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from casework.contracts import (
+        FORMS,
+        KZ_TZ,
+        Actor,
+        BreachAction,
+        CaseEventIn,
+        CaseProjection,
+        CaseStatus,
+        CaseSummary,
+        ClaimTask,
+        ClockNotice,
+        CompleteTask,
+        DecisionForm,
+        DecisionRecord,
+        DecisionRequest,
+        GroundRef,
+        HearingRecord,
+        Notification,
+        ReassignTask,
+        ReleaseTask,
+        Role,
+        SlaState,
+        SubmitObjection,
+        TaskChange,
+        TaskKind,
+        TaskSpec,
+        TaskStatus,
+    )
+    from casework.regions import Region
+
+    from workflows import activity_names as act
+    from workflows.search_attributes import CASE_STATUS, SLA_DEADLINE, SLA_STATE
+
+# Projection and bookkeeping activities are short and idempotent: retry them forever
+# (a database outage must not fail a case), with a bounded interval.
+PROJECTION: workflow.ActivityConfig = {
+    "start_to_close_timeout": timedelta(seconds=30),
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(seconds=30)),
+}
+
+
+_SEVERITY = {
+    SlaState.breached: 4,
+    SlaState.at_risk: 3,
+    SlaState.on_track: 2,
+    SlaState.suspended: 1,
+    SlaState.stopped: 0,
+}
+
+
+def problem(kind: str, detail: str, errors: list[dict[str, str]] | None = None) -> ApplicationError:
+    """A business rejection: the API maps `type` to an RFC 9457 problem with field errors."""
+    return ApplicationError(detail, {"errors": errors or []}, type=kind, non_retryable=True)
+
+
+def form_errors(exc: ValidationError) -> list[dict[str, str]]:
+    return [
+        {"name": "form." + ".".join(str(p) for p in e["loc"]), "reason": e["msg"]}
+        for e in exc.errors()
+    ]
+
+
+DECISION: workflow.ActivityConfig = {
+    "start_to_close_timeout": timedelta(minutes=2),
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1)),
+}
+WEBHOOK: workflow.ActivityConfig = {
+    "start_to_close_timeout": timedelta(seconds=30),
+    "retry_policy": RetryPolicy(
+        initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=5)
+    ),
+}
+
+
+def decision_form_errors(form: DecisionForm, ground_codes: set[str]) -> list[dict[str, str]]:
+    """A refusal names known grounds and is reasoned; an approval has no grounds."""
+    errors: list[dict[str, str]] = []
+    if form.decision == "refuse":
+        if not form.grounds:
+            errors.append({"name": "form.grounds", "reason": "a refusal needs at least one ground"})
+        for i, code in enumerate(form.grounds):
+            if code not in ground_codes:
+                errors.append(
+                    {
+                        "name": f"form.grounds.{i}",
+                        "reason": f"unknown ground '{code}'; allowed: {sorted(ground_codes)}",
+                    }
+                )
+        if not form.reasoning.strip():
+            errors.append({"name": "form.reasoning", "reason": "a refusal must be reasoned"})
+    elif form.grounds:
+        errors.append({"name": "form.grounds", "reason": "an approval has no refusal grounds"})
+    return errors
+
+
+class CaseWorkflowBase:
+    """State and handlers shared by every procedure workflow."""
+
+    def __init__(self) -> None:
+        self.case_id = ""
+        self.procedure = ""
+        self.status = CaseStatus.registered
+        self.sla_state = SlaState.on_track
+        self.sla_deadline: datetime | None = None
+        self.tasks: dict[str, TaskSpec] = {}
+        self._seq = 0
+        self._task_counter = 0
+        self.projection: CaseProjection | None = None
+        self.objection: SubmitObjection | None = None
+        self.hearing_open = False
+        self.registered = False  # the case row exists in the read model
+        self.deliveries: list[asyncio.Task[None]] = []
+        self.index_search_attributes = True
+        self.clocks: dict[str, Any] = {}  # name -> LegalClock (registered by the clock itself)
+
+    # ------------------------------------------------------------------ timeline
+
+    def event(self, kind: str, actor: str = "system", **data: Any) -> CaseEventIn:
+        """A timeline entry with a deterministic sequence number (idempotent projection)."""
+        self._seq += 1
+        return CaseEventIn(
+            case_id=self.case_id,
+            seq=self._seq,
+            kind=kind,
+            at=workflow.now(),
+            actor=actor,
+            data=data,
+        )
+
+    async def project(self, *events: CaseEventIn, **changes: Any) -> None:
+        """Write the case row (and timeline entries) to the read model."""
+        assert self.projection is not None
+        for key, value in changes.items():
+            setattr(self.projection, key, value)
+        self.projection.status = self.status
+        self.projection.sla_state = self.sla_state
+        self.projection.deadline = self.sla_deadline
+        self.projection.events = list(events)
+        self.projection.rev = self._seq
+        await workflow.execute_activity(act.PROJECT_CASE, self.projection, **PROJECTION)
+        self.projection.events = []
+
+    async def set_status(self, status: CaseStatus, *events: CaseEventIn, **changes: Any) -> None:
+        self.status = status
+        self._upsert([CASE_STATUS.value_set(status.value)])
+        await self.project(self.event("status", status=status.value), *events, **changes)
+
+    def set_sla(self, state: SlaState, deadline: datetime | None) -> None:
+        self.sla_state = state
+        self.sla_deadline = deadline
+        updates: list[Any] = [SLA_STATE.value_set(state.value)]
+        updates.append(SLA_DEADLINE.value_set(deadline) if deadline else SLA_DEADLINE.value_unset())
+        self._upsert(updates)
+
+    def _upsert(self, updates: list[Any]) -> None:
+        if self.index_search_attributes:
+            workflow.upsert_search_attributes(updates)
+
+    def start_delivery(self, notice: ClockNotice) -> None:
+        """Webhooks run beside the case: a receiver that is down never holds the case up."""
+
+        async def deliver() -> None:
+            await workflow.execute_activity(act.DELIVER_WEBHOOKS, notice, **WEBHOOK)
+
+        self.deliveries.append(asyncio.create_task(deliver()))
+
+    async def settle_deliveries(self) -> None:
+        """A case closes only after its notifications are out (retried until delivered)."""
+        if self.deliveries:
+            await asyncio.gather(*self.deliveries)
+
+    def refresh_sla(self) -> None:
+        """The case's SLA state is that of its most severe live clock (breached > at risk > ...)."""
+        live = [c for c in self.clocks.values() if c.deadline is not None]
+        if not live:
+            return
+        top = max(live, key=lambda c: (_SEVERITY[c.state], -c.deadline.deadline.timestamp()))
+        if top.state == SlaState.stopped:
+            self.set_sla(SlaState.stopped, None)
+        else:
+            self.set_sla(top.state, top.deadline.deadline)
+
+    async def notify(
+        self, to_role: Role, kind: str, text_ru: str, text_kk: str = "", **data: Any
+    ) -> None:
+        assert self.projection is not None
+        ev = self.event("notification", to=to_role.value, notice=kind)
+        note = Notification(
+            case_id=self.case_id,
+            seq=ev.seq,
+            to_role=to_role,
+            to_party=self.projection.applicant_party if to_role == Role.employer else None,
+            region=self.projection.region,
+            kind=kind,
+            text_ru=text_ru,
+            text_kk=text_kk,
+            data=data,
+        )
+        await workflow.execute_activity(act.NOTIFY, note, **PROJECTION)
+        await self.project(ev)
+
+    # ------------------------------------------------------------------ human tasks
+
+    async def open_task(
+        self,
+        kind: TaskKind,
+        title: str,
+        role: Role,
+        region: Region | None,
+        due_at: datetime | None,
+        context: dict[str, Any] | None = None,
+        consulate: str | None = None,
+    ) -> TaskSpec:
+        self._task_counter += 1
+        spec = TaskSpec(
+            task_id=f"{self.case_id}-T{self._task_counter}",
+            case_id=self.case_id,
+            procedure=self.procedure,
+            kind=kind,
+            title=title,
+            role=role,
+            region=region,
+            consulate=consulate,
+            due_at=due_at,
+            opened_at=workflow.now(),
+            context=context or {},
+        )
+        self.tasks[spec.task_id] = spec
+        await self._project_task(
+            spec, self.event("task_opened", task_id=spec.task_id, task=kind.value, role=role.value)
+        )
+        return spec
+
+    async def wait_task(self, spec: TaskSpec) -> dict[str, Any]:
+        """Wait until the task is completed; returns the validated form data."""
+        await workflow.wait_condition(lambda: self.tasks[spec.task_id].status == TaskStatus.done)
+        return self.tasks[spec.task_id].form_data or {}
+
+    async def cancel_open_tasks(self, reason: str) -> None:
+        for spec in self.tasks.values():
+            if spec.status in (TaskStatus.open, TaskStatus.claimed):
+                spec.status = TaskStatus.cancelled
+                await self._project_task(
+                    spec, self.event("task_cancelled", task_id=spec.task_id, reason=reason)
+                )
+
+    async def _project_task(self, spec: TaskSpec, event: CaseEventIn | None) -> None:
+        await workflow.execute_activity(
+            act.PROJECT_TASK, TaskChange(task=spec, event=event, rev=self._seq), **PROJECTION
+        )
+
+    def _may_work_on(self, actor: Actor, spec: TaskSpec) -> str | None:
+        """Why this actor may not act on the task (None: allowed). Same rule as the API policy."""
+        if actor.role not in (spec.role, Role.supervisor):
+            return f"this task is for the role {spec.role.value}"
+        if spec.region is not None and actor.region is not None and actor.region != spec.region:
+            return "this task belongs to another region"
+        if spec.region is not None and actor.region is None and actor.role != Role.supervisor:
+            return "caller has no region scope"
+        if spec.consulate is not None and actor.consulate != spec.consulate:
+            return "this task belongs to another foreign mission"
+        return None
+
+    def _task_for(self, task_id: str, actor: Actor) -> TaskSpec:
+        spec = self.tasks.get(task_id)
+        if spec is None:
+            raise problem("TaskNotFound", f"no task {task_id} in case {self.case_id}")
+        why = self._may_work_on(actor, spec)
+        if why:
+            raise problem("Forbidden", why)
+        if spec.status in (TaskStatus.done, TaskStatus.cancelled):
+            raise problem(
+                "TaskClosed",
+                f"task {task_id} is already {spec.status.value}",
+                [{"name": "task_id", "reason": f"task is {spec.status.value}"}],
+            )
+        return spec
+
+    def validate_form(self, spec: TaskSpec, form: dict[str, Any]) -> BaseModel:
+        """Schema and procedure rules for a task's form; subclasses add semantic checks."""
+        model = FORMS[spec.kind]
+        try:
+            return model.model_validate(form)
+        except ValidationError as exc:
+            raise problem("InvalidForm", "the form has invalid fields", form_errors(exc)) from None
+
+    @workflow.update
+    async def claim_task(self, req: ClaimTask) -> TaskSpec:
+        spec = self._task_for(
+            req.task_id, req.actor
+        )  # re-checked: state may have moved since validation
+        if spec.status == TaskStatus.claimed and spec.assignee == req.actor.user_id:
+            return spec
+        if spec.status == TaskStatus.claimed:
+            raise problem("TaskClaimed", f"task already claimed by {spec.assignee}")
+        spec.status, spec.assignee = TaskStatus.claimed, req.actor.user_id
+        await self._project_task(
+            spec, self.event("task_claimed", actor=req.actor.user_id, task_id=spec.task_id)
+        )
+        return spec
+
+    @claim_task.validator
+    def _validate_claim(self, req: ClaimTask) -> None:
+        spec = self._task_for(req.task_id, req.actor)
+        if spec.status == TaskStatus.claimed and spec.assignee != req.actor.user_id:
+            raise problem(
+                "TaskClaimed",
+                f"task already claimed by {spec.assignee}",
+                [{"name": "task_id", "reason": "claimed by another user"}],
+            )
+
+    @workflow.update
+    async def release_task(self, req: ReleaseTask) -> TaskSpec:
+        spec = self._task_for(req.task_id, req.actor)
+        if spec.status == TaskStatus.open:
+            return spec
+        spec.status, spec.assignee = TaskStatus.open, None
+        await self._project_task(
+            spec, self.event("task_released", actor=req.actor.user_id, task_id=spec.task_id)
+        )
+        return spec
+
+    @release_task.validator
+    def _validate_release(self, req: ReleaseTask) -> None:
+        spec = self._task_for(req.task_id, req.actor)
+        if (
+            spec.status == TaskStatus.claimed
+            and spec.assignee != req.actor.user_id
+            and req.actor.role != Role.supervisor
+        ):
+            raise problem(
+                "Forbidden", "only the assignee or a supervisor may release a claimed task"
+            )
+
+    @workflow.update
+    async def complete_task(self, req: CompleteTask) -> TaskSpec:
+        spec = self._task_for(req.task_id, req.actor)
+        if spec.status == TaskStatus.claimed and spec.assignee != req.actor.user_id:
+            raise problem("TaskClaimed", f"task is claimed by {spec.assignee}")
+        form = self.validate_form(spec, req.form)
+        spec.status = TaskStatus.done
+        spec.assignee = spec.assignee or req.actor.user_id
+        spec.form_data = form.model_dump(mode="json")
+        spec.completed_by = req.actor.user_id
+        spec.completed_at = workflow.now()
+        await self._project_task(
+            spec,
+            self.event(
+                "task_completed", actor=req.actor.user_id, task_id=spec.task_id, form=spec.form_data
+            ),
+        )
+        return spec
+
+    @complete_task.validator
+    def _validate_complete(self, req: CompleteTask) -> None:
+        spec = self._task_for(req.task_id, req.actor)
+        if spec.status == TaskStatus.claimed and spec.assignee != req.actor.user_id:
+            raise problem(
+                "TaskClaimed",
+                f"task is claimed by {spec.assignee}",
+                [{"name": "task_id", "reason": "claimed by another user"}],
+            )
+        self.validate_form(spec, req.form)
+
+    @workflow.update
+    async def reassign_task(self, req: ReassignTask) -> TaskSpec:
+        spec = self._task_for(req.task_id, req.actor)
+        before = spec.assignee
+        spec.assignee = req.to_user
+        spec.status = TaskStatus.claimed if req.to_user else TaskStatus.open
+        await self._project_task(
+            spec,
+            self.event(
+                "task_reassigned",
+                actor=req.actor.user_id,
+                task_id=spec.task_id,
+                from_user=before,
+                to_user=req.to_user,
+                reason=req.reason,
+            ),
+        )
+        return spec
+
+    @reassign_task.validator
+    def _validate_reassign(self, req: ReassignTask) -> None:
+        if req.actor.role != Role.supervisor:
+            raise problem("Forbidden", "only a supervisor reassigns tasks")
+        self._task_for(req.task_id, req.actor)
+
+    @workflow.query
+    def open_tasks(self) -> list[TaskSpec]:
+        return [t for t in self.tasks.values() if t.status in (TaskStatus.open, TaskStatus.claimed)]
+
+    async def issue(self, req: DecisionRequest) -> DecisionRecord:
+        """The decision step (render, hash, store, register; idempotent), then the timeline entry."""
+        record: DecisionRecord = await workflow.execute_activity(
+            act.ISSUE_DECISION, req, result_type=DecisionRecord, **DECISION
+        )
+        await self.project(
+            self.event(
+                "decision_issued",
+                actor=req.decided_by or "system",
+                number=record.number,
+                outcome=req.outcome.value,
+                grounds=[g.code for g in req.grounds],
+                sha256=record.sha256,
+                permit_number=record.permit_number,
+            )
+        )
+        return record
+
+    def tasks_done_by(self, kind: TaskKind) -> str:
+        done = [t for t in self.tasks.values() if t.kind == kind and t.completed_by]
+        return done[-1].completed_by or "" if done else ""
+
+    async def escalate(self, clock: Any) -> None:
+        """A deadline passed: raise the open tasks' priority; `escalate` also flags them and
+        notifies the supervisors (rule-set data decides which)."""
+        action = clock.rule.on_breach
+        for spec in self.open_tasks():
+            spec.priority += 10
+            if action == BreachAction.supervisor_queue:
+                spec.role, spec.assignee, spec.status = Role.supervisor, None, TaskStatus.open
+            if action == BreachAction.escalate:
+                spec.context = {
+                    **spec.context,
+                    "escalated": True,
+                    "escalated_at": workflow.now().isoformat(),
+                }
+            await self._project_task(
+                spec,
+                self.event(
+                    "task_escalated", task_id=spec.task_id, clock=clock.name, action=action.value
+                ),
+            )
+        if action in (BreachAction.escalate, BreachAction.supervisor_queue):
+            await self.notify(
+                Role.supervisor,
+                "deadline_breached",
+                f"Нарушен срок «{clock.step}» по делу {self.case_id}",
+                f"{self.case_id} ісі бойынша «{clock.step}» мерзімі бұзылды",
+                clock=clock.name,
+            )
+
+    # ------------------------------------------------------------------ hearing before refusal
+
+    def is_applicant(self, actor: Actor) -> bool:
+        """Whether the actor speaks for the applicant (procedure-specific)."""
+        return False
+
+    def summary(self) -> CaseSummary:
+        raise NotImplementedError
+
+    async def hold_hearing(
+        self,
+        *,
+        consideration: Any,
+        clock_rule: Any,
+        grounds: list[GroundRef],
+        intended: DecisionForm,
+        notify_role: Role,
+        review_role: Role,
+        review_region: Region | None,
+        review_consulate: str | None = None,
+    ) -> tuple[HearingRecord, DecisionForm]:
+        """Hearing before refusal (APPC art. 73): notice with grounds, a term to object, review.
+
+        The consideration clock is extended by the hearing term; the objection (or its
+        absence) goes to the reviewer's final decision task.
+        """
+        from workflows.legal_clock import LegalClock
+
+        await self.set_status(CaseStatus.hearing)
+        await consideration.extend(clock_rule.term, "hearing before refusal")
+        window = LegalClock(
+            self,
+            "hearing",
+            "hearing",
+            clock_rule.model_copy(update={"on_breach": BreachAction.raise_priority}),
+        )
+        deadline = await window.start()
+        notified_at = workflow.now()
+        self.objection = None
+        self.hearing_open = True
+        await self.notify(
+            notify_role,
+            "intended_refusal",
+            "Уведомление о предварительном решении об отказе. Основания: "
+            + "; ".join(g.text_ru for g in grounds)
+            + f". Возражение можно представить до {deadline.deadline.astimezone(KZ_TZ):%d.%m.%Y %H:%M}.",
+            "Бас тарту туралы алдын ала шешім туралы хабарлама. Негіздер: "
+            + "; ".join(g.text_kk for g in grounds)
+            + f". Қарсылықты {deadline.deadline.astimezone(KZ_TZ):%d.%m.%Y %H:%M} дейін беруге болады.",
+            grounds=[g.code for g in grounds],
+            objection_deadline=deadline.deadline.isoformat(),
+        )
+        await workflow.wait_condition(lambda: self.objection is not None or window.breached)
+        self.hearing_open = False
+        await window.stop("objection received" if self.objection else "objection term elapsed")
+        record = HearingRecord(
+            notified_at=notified_at,
+            objection_deadline=deadline.deadline,
+            intended_grounds=grounds,
+            objection_text=self.objection.text if self.objection else None,
+            objection_received_at=workflow.now() if self.objection else None,
+        )
+        await self.set_status(CaseStatus.decision)
+        task = await self.open_task(
+            TaskKind.objection_review,
+            "Final decision after the hearing",
+            review_role,
+            review_region,
+            consideration.due,
+            {
+                "hearing": record.model_dump(mode="json"),
+                "intended": intended.model_dump(mode="json"),
+            },
+            consulate=review_consulate,
+        )
+        final = DecisionForm.model_validate(await self.wait_task(task))
+        done = self.tasks[task.task_id]
+        record.reviewed_by = done.completed_by
+        record.reviewed_at = done.completed_at
+        await self.project(self.event("hearing_closed", hearing=record.model_dump(mode="json")))
+        return record, final
+
+    @workflow.update
+    async def submit_objection(self, req: SubmitObjection) -> CaseSummary:
+        self.objection = req
+        await self.project(self.event("objection_received", actor=req.actor.user_id, text=req.text))
+        await workflow.wait_condition(lambda: self.registered)
+        return self.summary()
+
+    @submit_objection.validator
+    def _validate_objection(self, req: SubmitObjection) -> None:
+        if not self.is_applicant(req.actor):
+            raise problem("Forbidden", "only the applicant may object")
+        if not self.hearing_open or self.objection is not None:
+            raise problem(
+                "CaseState",
+                "no hearing is open for objections",
+                [{"name": "text", "reason": "hearing not open"}],
+            )

@@ -1,0 +1,551 @@
+"""Employer's permit to attract foreign labour under the annual quota (domain.md section 1).
+
+Steps: vacancy posted 15 CD before filing → registration and document check (task) →
+registry checks → local-content rule → quota unit reserved → caseworker's decision (task)
+→ hearing before any refusal → fee notice, 10 WD to pay → permit issued within 1 WD of
+payment; an unpaid fee lapses the application and returns the quota unit.
+"""
+
+from __future__ import annotations
+
+import calendar as _cal
+from datetime import date, timedelta
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from casework.contracts import (
+        KZ_TZ,
+        Actor,
+        BreachAction,
+        CaseProjection,
+        CaseStart,
+        CaseStatus,
+        CaseSummary,
+        DecisionForm,
+        DecisionOutcome,
+        DecisionRecord,
+        DecisionRequest,
+        DocumentCheckForm,
+        GroundRef,
+        HearingRecord,
+        InvoiceInfo,
+        InvoiceRequest,
+        LoadRules,
+        PaymentReceived,
+        PermitCategory,
+        QuotaRequest,
+        QuotaResult,
+        RegistryCheckRequest,
+        RegistryCheckResult,
+        Role,
+        SlaState,
+        SupplyDocuments,
+        TaskKind,
+        TaskSpec,
+        VacancyCheck,
+        VacancyCheckResult,
+    )
+    from casework.rules import WorkPermitRules
+
+    from workflows import activity_names as act
+    from workflows.case_base import PROJECTION, CaseWorkflowBase, decision_form_errors, problem
+    from workflows.legal_clock import LegalClock
+
+PROCEDURE = "work_permit"
+
+# External registries are slow and sometimes down: retry with backoff for up to a day;
+# the case simply waits (and its clock keeps running).
+REGISTRY: workflow.ActivityConfig = {
+    "start_to_close_timeout": timedelta(seconds=60),
+    "schedule_to_close_timeout": timedelta(days=1),
+    "retry_policy": RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(minutes=5),
+    ),
+}
+
+
+class CaseResult(BaseModel):
+    case_id: str
+    outcome: DecisionOutcome
+    decision: DecisionRecord
+
+
+def add_months(d: date, months: int) -> date:
+    y, m = divmod(d.month - 1 + months, 12)
+    year, month = d.year + y, m + 1
+    return date(year, month, min(d.day, _cal.monthrange(year, month)[1]))
+
+
+def quota_key(rules: WorkPermitRules, region: str, category: PermitCategory) -> str:
+    return f"work_permit:{region}:{category.value}:{rules.quota_year}"
+
+
+@workflow.defn
+class WorkPermitWorkflow(CaseWorkflowBase):
+    @workflow.init
+    def __init__(self, start: CaseStart) -> None:
+        super().__init__()
+        self.start = start
+        self.case_id = start.case_id
+        self.procedure = PROCEDURE
+        self.index_search_attributes = start.index_search_attributes
+        self.rules: WorkPermitRules | None = None
+        self.quota: QuotaResult | None = None
+        self.supplied: SupplyDocuments | None = None
+        self.payment: PaymentReceived | None = None
+        self.fee_kzt = 0
+        self.lapsed = False
+
+    # ------------------------------------------------------------------ run
+
+    @workflow.run
+    async def run(self, start: CaseStart) -> CaseResult:
+        result = await self._process(start)
+        await self.settle_deliveries()
+        return result
+
+    async def _process(self, start: CaseStart) -> CaseResult:
+        app = start.application
+        filed_at = workflow.now()
+        self.rules = rules = await workflow.execute_activity(
+            act.LOAD_RULES,
+            LoadRules(
+                procedure=PROCEDURE,
+                on=filed_at.astimezone(KZ_TZ).date(),
+                version=start.ruleset_version,
+            ),
+            result_type=WorkPermitRules,
+            **PROJECTION,
+        )
+        self.fee_kzt = rules.fee_kzt(app.category, app.seasonal_days)
+        self.projection = CaseProjection(
+            case_id=self.case_id,
+            procedure=PROCEDURE,
+            ruleset_version=rules.version,
+            region=app.region,
+            status=CaseStatus.registered,
+            applicant_party=app.employer.bin,
+            applicant_name=app.employer.name,
+            summary={
+                "category": app.category.value,
+                "worker": app.worker.full_name,
+                "citizenship": app.worker.citizenship,
+                "position": app.position,
+                "vacancy_code": app.vacancy_code,
+                "fee_kzt": self.fee_kzt,
+            },
+            filed_at=filed_at,
+            filed_by=start.filed_by.user_id,
+            request_hash=start.request_hash,
+        )
+        await self.project(
+            self.event(
+                "case_started",
+                actor=start.filed_by.user_id,
+                role=start.filed_by.role.value,
+                channel=start.channel,
+                ruleset_version=rules.version,
+                application=app.model_dump(mode="json"),
+            )
+        )
+        self.registered = True
+
+        consideration = LegalClock(
+            self, "consideration", "consideration", rules.clocks["consideration"], self._on_breach
+        )
+        await consideration.start(filed_at)
+
+        findings: dict[str, Any] = {}
+        proposed: list[str] = []
+
+        vacancy = await workflow.execute_activity(
+            act.CHECK_VACANCY,
+            VacancyCheck(
+                vacancy_code=app.vacancy_code,
+                employer_bin=app.employer.bin,
+                filed_on=filed_at.astimezone(KZ_TZ).date(),
+                min_posting_days=rules.vacancy_min_posting_days,
+            ),
+            result_type=VacancyCheckResult,
+            **REGISTRY,
+        )
+        findings["vacancy"] = vacancy.model_dump(mode="json")
+        if not vacancy.ok:
+            proposed.append("vacancy_not_posted")
+        await self.project(self.event("vacancy_checked", **findings["vacancy"]))
+
+        await self._document_check(consideration)
+
+        await self.set_status(CaseStatus.registry_checks)
+        checks = await workflow.execute_activity(
+            act.RUN_REGISTRY_CHECKS,
+            RegistryCheckRequest(
+                employer_bin=app.employer.bin,
+                passport_number=app.worker.passport_number,
+                citizenship=app.worker.citizenship,
+            ),
+            result_type=RegistryCheckResult,
+            **REGISTRY,
+        )
+        findings["registries"] = checks.findings
+        for f in checks.problems:
+            if f.get("code") == "illegal_foreign_labour":
+                proposed.append("illegal_foreign_labour")
+            elif f.get("code") == "entry_ban":
+                proposed.append("false_documents")
+        local = rules.local_content.check(app.category, app.staffing)
+        findings["local_content"] = local.model_dump(mode="json")
+        if not local.ok:
+            proposed.append("local_content_unmet")
+        await self.project(self.event("checks_completed", findings=findings))
+
+        if app.category not in rules.quota_exempt:
+            self.quota = await workflow.execute_activity(
+                act.QUOTA_RESERVE,
+                QuotaRequest(
+                    case_id=self.case_id, quota_key=quota_key(rules, app.region, app.category)
+                ),
+                result_type=QuotaResult,
+                **PROJECTION,
+            )
+            findings["quota"] = self.quota.model_dump(mode="json")
+            if not self.quota.ok:
+                proposed.append("quota_exhausted")
+            await self.project(
+                self.event(f"quota_{self.quota.state}", quota_key=self.quota.quota_key)
+            )
+
+        await self.set_status(CaseStatus.decision)
+        task = await self.open_task(
+            TaskKind.decision,
+            "Decision on the work permit",
+            Role.caseworker,
+            app.region,
+            consideration.due,
+            {"findings": findings, "proposed_grounds": sorted(set(proposed))},
+        )
+        decision = DecisionForm.model_validate(await self.wait_task(task))
+        if decision.decision == "refuse":
+            hearing, final = await self._hearing(consideration, decision)
+            if final.decision == "refuse":
+                await consideration.stop("decision taken")
+                return await self._refuse(final, hearing)
+        await consideration.stop("decision taken")
+        return await self._grant()
+
+    # ------------------------------------------------------------------ steps
+
+    async def _document_check(self, consideration: LegalClock) -> None:
+        app = self.start.application
+        while True:
+            await self.set_status(CaseStatus.document_check)
+            task = await self.open_task(
+                TaskKind.document_check,
+                "Registration and document check",
+                Role.caseworker,
+                app.region,
+                consideration.due,
+            )
+            form = DocumentCheckForm.model_validate(await self.wait_task(task))
+            if form.outcome == "complete":
+                return
+            self.supplied = None
+            await self.set_status(CaseStatus.waiting_applicant)
+            await consideration.suspend("waiting for the employer's missing documents")
+            await self.notify(
+                Role.employer,
+                "documents_requested",
+                "Запрос недостающих документов: " + ", ".join(form.missing_documents),
+                "Жетіспейтін құжаттарды ұсыну туралы сұрау: " + ", ".join(form.missing_documents),
+                missing=form.missing_documents,
+            )
+            await workflow.wait_condition(lambda: self.supplied is not None)
+            assert self.supplied is not None
+            await self.project(
+                self.event(
+                    "documents_supplied",
+                    actor=self.supplied.actor.user_id,
+                    documents=self.supplied.documents,
+                )
+            )
+            await consideration.resume()
+
+    async def _hearing(
+        self, consideration: LegalClock, intended: DecisionForm
+    ) -> tuple[HearingRecord, DecisionForm]:
+        assert self.rules is not None
+        return await self.hold_hearing(
+            consideration=consideration,
+            clock_rule=self.rules.clocks["hearing"],
+            grounds=[self.rules.ground(code).ref() for code in intended.grounds],
+            intended=intended,
+            notify_role=Role.employer,
+            review_role=Role.caseworker,
+            review_region=self.start.application.region,
+        )
+
+    async def _refuse(self, final: DecisionForm, hearing: HearingRecord) -> CaseResult:
+        assert self.rules is not None
+        grounds = [self.rules.ground(code).ref() for code in final.grounds]
+        await self._release_quota()
+        record = await self._issue(
+            DecisionOutcome.refused,
+            grounds=grounds,
+            reasoning=final.reasoning,
+            hearing=hearing,
+            decided_by=self.tasks_done_by(TaskKind.objection_review),
+        )
+        await self.set_status(
+            CaseStatus.refused, outcome=DecisionOutcome.refused, decision_number=record.number
+        )
+        return CaseResult(case_id=self.case_id, outcome=DecisionOutcome.refused, decision=record)
+
+    async def _grant(self) -> CaseResult:
+        assert self.rules is not None
+        rules = self.rules
+        if self.fee_kzt > 0:
+            await self.set_status(CaseStatus.awaiting_payment, fee_kzt=self.fee_kzt)
+            fee_clock = LegalClock(
+                self, "fee_payment", "fee_payment", rules.clocks["fee_payment"], self._on_breach
+            )
+            due = await fee_clock.start()
+            invoice = await workflow.execute_activity(
+                act.CREATE_INVOICE,
+                InvoiceRequest(case_id=self.case_id, amount_kzt=self.fee_kzt, due=due.deadline),
+                result_type=InvoiceInfo,
+                **REGISTRY,
+            )
+            await self.notify(
+                Role.employer,
+                "fee_notice",
+                f"Уведомление об оплате сбора: {self.fee_kzt} тенге до {due.deadline.astimezone(KZ_TZ):%d.%m.%Y}.",
+                f"Алымды төлеу туралы хабарлама: {self.fee_kzt} теңге, {due.deadline.astimezone(KZ_TZ):%d.%m.%Y} дейін.",
+                invoice_id=invoice.invoice_id,
+                amount_kzt=self.fee_kzt,
+                due=due.deadline.isoformat(),
+                pay_url=invoice.pay_url,
+            )
+            await workflow.wait_condition(lambda: self.payment is not None or self.lapsed)
+            if self.payment is None:
+                await fee_clock.stop("fee not paid in time: application lapsed")
+                await self._release_quota()
+                record = await self._issue(DecisionOutcome.lapsed, decided_by="system")
+                await self.set_status(
+                    CaseStatus.lapsed, outcome=DecisionOutcome.lapsed, decision_number=record.number
+                )
+                return CaseResult(
+                    case_id=self.case_id, outcome=DecisionOutcome.lapsed, decision=record
+                )
+            await fee_clock.stop("fee paid")
+        issuance = LegalClock(
+            self, "issuance", "issuance", rules.clocks["issuance"], self._on_breach
+        )
+        await issuance.start()
+        if self.quota is not None:
+            committed = await workflow.execute_activity(
+                act.QUOTA_COMMIT,
+                QuotaRequest(case_id=self.case_id, quota_key=self.quota.quota_key),
+                result_type=QuotaResult,
+                **PROJECTION,
+            )
+            await self.project(
+                self.event(f"quota_{committed.state}", quota_key=committed.quota_key)
+            )
+        valid_from, valid_to = self._validity()
+        record = await self._issue(
+            DecisionOutcome.granted,
+            valid_from=valid_from,
+            valid_to=valid_to,
+            decided_by=self.tasks_done_by(TaskKind.objection_review)
+            or self.tasks_done_by(TaskKind.decision),
+        )
+        await issuance.stop("permit issued")
+        await self.set_status(
+            CaseStatus.issued, outcome=DecisionOutcome.granted, decision_number=record.number
+        )
+        return CaseResult(case_id=self.case_id, outcome=DecisionOutcome.granted, decision=record)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _validity(self) -> tuple[date, date]:
+        assert self.rules is not None
+        app = self.start.application
+        start = workflow.now().astimezone(KZ_TZ).date()
+        if app.category == PermitCategory.seasonal:
+            return start, start + timedelta(days=(app.seasonal_days or 90) - 1)
+        months = self.rules.validity[app.category].months
+        if app.category == PermitCategory.heads and app.validity_years:
+            months = 12 * app.validity_years
+        return start, add_months(start, months) - timedelta(days=1)
+
+    async def _release_quota(self) -> None:
+        if self.quota is None or not self.quota.ok:
+            return
+        released = await workflow.execute_activity(
+            act.QUOTA_RELEASE,
+            QuotaRequest(case_id=self.case_id, quota_key=self.quota.quota_key),
+            result_type=QuotaResult,
+            **PROJECTION,
+        )
+        await self.project(self.event(f"quota_{released.state}", quota_key=released.quota_key))
+
+    async def _issue(
+        self,
+        outcome: DecisionOutcome,
+        *,
+        decided_by: str,
+        grounds: list[GroundRef] | None = None,
+        reasoning: str = "",
+        hearing: HearingRecord | None = None,
+        valid_from: date | None = None,
+        valid_to: date | None = None,
+    ) -> DecisionRecord:
+        """The decision step: render, hash, store and register; idempotent per case and outcome."""
+        assert self.rules is not None
+        app = self.start.application
+        req = DecisionRequest(
+            idempotency_key=f"{self.case_id}:{outcome.value}",
+            case_id=self.case_id,
+            procedure=PROCEDURE,
+            ruleset_version=self.rules.version,
+            outcome=outcome,
+            decided_at=workflow.now(),
+            decided_by=decided_by,
+            region=app.region,
+            applicant_name=app.employer.name,
+            applicant_id=app.employer.bin,
+            subject={
+                "worker": app.worker.full_name,
+                "passport": app.worker.passport_number,
+                "citizenship": app.worker.citizenship,
+                "category": app.category.value,
+                "position": app.position,
+                "vacancy_code": app.vacancy_code,
+            },
+            grounds=grounds or [],
+            reasoning=reasoning,
+            hearing=hearing,
+            valid_from=valid_from,
+            valid_to=valid_to,
+            fee_kzt=self.fee_kzt if outcome == DecisionOutcome.granted else None,
+            appeal_term=self.rules.appeal_term if outcome != DecisionOutcome.granted else None,
+        )
+        return await self.issue(req)
+
+    async def _on_breach(self, clock: LegalClock) -> None:
+        if clock.rule.on_breach == BreachAction.lapse:
+            self.lapsed = True
+            return
+        await self.escalate(clock)
+
+    # ------------------------------------------------------------------ updates from parties
+
+    @workflow.update
+    async def registration(self, actor: Actor) -> CaseSummary:
+        """Returns once the case is in the read model (used with update-with-start)."""
+        await workflow.wait_condition(lambda: self.registered)
+        return self.summary()
+
+    # The party updates below end with `wait_condition(registered)` (always true by then):
+    # recorded histories contain that yield point, so removing it breaks replay.
+    def summary(self) -> CaseSummary:
+        assert self.rules is not None and self.projection is not None
+        return CaseSummary(
+            case_id=self.case_id,
+            procedure=PROCEDURE,
+            status=self.status,
+            region=self.projection.region,
+            ruleset_version=self.rules.version,
+            request_hash=self.start.request_hash,
+        )
+
+    def is_applicant(self, actor: Actor) -> bool:
+        app = self.start.application
+        if actor.role == Role.employer:
+            return actor.party == app.employer.bin
+        return actor.role == Role.caseworker and actor.region == app.region
+
+    @workflow.update
+    async def supply_documents(self, req: SupplyDocuments) -> CaseSummary:
+        self.supplied = req
+        await workflow.wait_condition(lambda: self.registered)
+        return self.summary()
+
+    @supply_documents.validator
+    def _validate_supply(self, req: SupplyDocuments) -> None:
+        if not self.is_applicant(req.actor):
+            raise problem(
+                "Forbidden",
+                "only the employer (or a caseworker of the region) may supply documents",
+            )
+        if self.status != CaseStatus.waiting_applicant:
+            raise problem(
+                "CaseState",
+                "no documents were requested",
+                [{"name": "documents", "reason": "not requested"}],
+            )
+
+    @workflow.update
+    async def payment_received(self, p: PaymentReceived) -> CaseSummary:
+        if self.payment is None:
+            self.payment = p
+            await self.project(
+                self.event(
+                    "fee_paid",
+                    actor="payment_gateway",
+                    payment_id=p.payment_id,
+                    amount_kzt=p.amount_kzt,
+                )
+            )
+        await workflow.wait_condition(lambda: self.registered)
+        return self.summary()
+
+    @payment_received.validator
+    def _validate_payment(self, p: PaymentReceived) -> None:
+        if self.payment is not None and self.payment.payment_id == p.payment_id:
+            return  # the gateway retried its callback: acknowledge again
+        if self.status != CaseStatus.awaiting_payment or self.lapsed:
+            raise problem(
+                "CaseState",
+                f"case is {self.status.value}: no fee is due",
+                [{"name": "case_id", "reason": "no fee due"}],
+            )
+        if p.amount_kzt != self.fee_kzt:
+            raise problem(
+                "InvalidPayment",
+                "amount does not match the fee",
+                [{"name": "amount_kzt", "reason": f"expected {self.fee_kzt}"}],
+            )
+
+    # ------------------------------------------------------------------ form rules
+
+    def validate_form(self, spec: TaskSpec, form: dict[str, Any]) -> BaseModel:
+        model = super().validate_form(spec, form)
+        errors: list[dict[str, str]] = []
+        if isinstance(model, DocumentCheckForm):
+            if model.outcome == "incomplete" and not model.missing_documents:
+                errors.append(
+                    {"name": "form.missing_documents", "reason": "list the missing documents"}
+                )
+        elif isinstance(model, DecisionForm):
+            assert self.rules is not None
+            errors += decision_form_errors(model, self.rules.ground_codes())
+            if model.decision == "approve" and self.quota is not None and not self.quota.ok:
+                errors.append(
+                    {
+                        "name": "form.decision",
+                        "reason": "cannot approve: no quota unit could be reserved",
+                    }
+                )
+        if errors:
+            raise problem("InvalidForm", "the form has invalid fields", errors)
+        return model
+
+
+_ = SlaState  # re-exported for tests reading the state
