@@ -48,6 +48,7 @@ from casework.contracts import (
     VacancyCheckResult,
 )
 from casework.db import CaseEventRow, CaseRow, ClockRow, NotificationRow, TaskRow
+from casework.projection import case_row_values
 from casework.rules import load_rules
 from casework.timeline import seal
 from workflows import activity_names as act
@@ -162,12 +163,7 @@ class CaseActivities:
     async def project_case(self, p: CaseProjection) -> None:
         def write(s: Session) -> None:
             row = s.get(CaseRow, p.case_id)
-            values: dict[str, Any] = p.model_dump(exclude={"events"}, mode="python")
-            values["status"] = p.status.value
-            values["sla_state"] = p.sla_state.value
-            values["region"] = p.region.value
-            values["outcome"] = p.outcome.value if p.outcome else None
-            values["updated_at"] = _now()
+            values = case_row_values(p)
             if row is None:
                 s.add(CaseRow(**values))
             elif row.rev <= p.rev:

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from temporalio.client import Client
 
 from api import errors
+from api.admission import Admission
 from api.routes import (
     audit,
     calendar,
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         docs_url="/api/v1/docs",
     )
     app.state.settings = settings
+    app.state.admission = Admission(settings.api_max_in_flight, settings.api_admission_wait)
     app.state.engine = get_engine(settings.effective_database_url)
     create_all(app.state.engine)
     errors.install(app)

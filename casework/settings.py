@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     # Signed webhook notifications of clock events (at risk, breached, suspended, ...).
     webhook_urls: list[str] = []
     webhook_secret: str = "dev-webhook-secret"
+    # Admission control: requests that call Temporal (case starts, task actions, party
+    # updates, payments) beyond this many at once in one API process wait at most
+    # `api_admission_wait` seconds for a slot, then get 429 with Retry-After.
+    api_max_in_flight: int = 48
+    api_admission_wait: float = 0.25
     worker_metrics_address: str = ""  # e.g. 127.0.0.1:9464: the Temporal SDK's Prometheus metrics
     # Simulated registries: latency (seconds) and share of transient failures.
     simulator_latency: float = 0.05

@@ -15,7 +15,7 @@ extended once (up to 6 months, decided in 2 WD) through a request on the same ca
 from __future__ import annotations
 
 import asyncio
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -94,6 +94,35 @@ class KandasResult(BaseModel):
     valid_to: date | None = None
 
 
+def registration_projection(
+    start: KandasStart, rules: KandasRules, filed_at: datetime
+) -> CaseProjection:
+    """The case row at registration. Pure: the API writes the same row at start (so the
+    case is visible at once) and the workflow's first projection overwrites it."""
+    app = start.application
+    settlement_regions = [s.region for s in rules.settlement_regions]
+    preferred = [r for r in app.survey.preferred_regions if r in settlement_regions]
+    return CaseProjection(
+        case_id=start.case_id,
+        procedure=PROCEDURE,
+        ruleset_version=rules.version,
+        region=preferred[0] if preferred else settlement_regions[0],
+        status=CaseStatus.registered,
+        applicant_party=app.applicant.passport_number,
+        applicant_name=app.applicant.full_name,
+        consulate=start.consulate,
+        summary={
+            "family_size": family_size(app),
+            "country_of_residence": app.country_of_residence,
+            "profession": app.survey.profession,
+            "preferred_regions": [r.value for r in app.survey.preferred_regions],
+        },
+        filed_at=filed_at,
+        filed_by=start.filed_by.user_id,
+        request_hash=start.request_hash,
+    )
+
+
 @workflow.defn
 class KandasStatusWorkflow(CaseWorkflowBase):
     @workflow.init
@@ -134,30 +163,10 @@ class KandasStatusWorkflow(CaseWorkflowBase):
             result_type=KandasRules,
             **PROJECTION,
         )
-        settlement_regions = [s.region for s in rules.settlement_regions]
-        preferred = [r for r in app.survey.preferred_regions if r in settlement_regions]
+        self.projection = registration_projection(start, rules, filed_at)
         # Until settlement is decided the case belongs to the LEB of the first preferred
         # settlement region (its commission reviews the application).
-        self.region = preferred[0] if preferred else settlement_regions[0]
-        self.projection = CaseProjection(
-            case_id=self.case_id,
-            procedure=PROCEDURE,
-            ruleset_version=rules.version,
-            region=self.region,
-            status=CaseStatus.registered,
-            applicant_party=app.applicant.passport_number,
-            applicant_name=app.applicant.full_name,
-            consulate=start.consulate,
-            summary={
-                "family_size": family_size(app),
-                "country_of_residence": app.country_of_residence,
-                "profession": app.survey.profession,
-                "preferred_regions": [r.value for r in app.survey.preferred_regions],
-            },
-            filed_at=filed_at,
-            filed_by=start.filed_by.user_id,
-            request_hash=start.request_hash,
-        )
+        self.region = self.projection.region
         await self.project(
             self.event(
                 "case_started",

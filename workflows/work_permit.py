@@ -9,7 +9,7 @@ payment; an unpaid fee lapses the application and returns the quota unit.
 from __future__ import annotations
 
 import calendar as _cal
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -86,6 +86,34 @@ def quota_key(rules: WorkPermitRules, region: str, category: PermitCategory) -> 
     return f"work_permit:{region}:{category.value}:{rules.quota_year}"
 
 
+def registration_projection(
+    start: CaseStart, rules: WorkPermitRules, filed_at: datetime
+) -> CaseProjection:
+    """The case row as it is at registration. Pure: the API writes the same row at start
+    (so the case is visible at once) and the workflow's first projection overwrites it."""
+    app = start.application
+    return CaseProjection(
+        case_id=start.case_id,
+        procedure=PROCEDURE,
+        ruleset_version=rules.version,
+        region=app.region,
+        status=CaseStatus.registered,
+        applicant_party=app.employer.bin,
+        applicant_name=app.employer.name,
+        summary={
+            "category": app.category.value,
+            "worker": app.worker.full_name,
+            "citizenship": app.worker.citizenship,
+            "position": app.position,
+            "vacancy_code": app.vacancy_code,
+            "fee_kzt": rules.fee_kzt(app.category, app.seasonal_days),
+        },
+        filed_at=filed_at,
+        filed_by=start.filed_by.user_id,
+        request_hash=start.request_hash,
+    )
+
+
 @workflow.defn
 class WorkPermitWorkflow(CaseWorkflowBase):
     @workflow.init
@@ -124,26 +152,7 @@ class WorkPermitWorkflow(CaseWorkflowBase):
             **PROJECTION,
         )
         self.fee_kzt = rules.fee_kzt(app.category, app.seasonal_days)
-        self.projection = CaseProjection(
-            case_id=self.case_id,
-            procedure=PROCEDURE,
-            ruleset_version=rules.version,
-            region=app.region,
-            status=CaseStatus.registered,
-            applicant_party=app.employer.bin,
-            applicant_name=app.employer.name,
-            summary={
-                "category": app.category.value,
-                "worker": app.worker.full_name,
-                "citizenship": app.worker.citizenship,
-                "position": app.position,
-                "vacancy_code": app.vacancy_code,
-                "fee_kzt": self.fee_kzt,
-            },
-            filed_at=filed_at,
-            filed_by=start.filed_by.user_id,
-            request_hash=start.request_hash,
-        )
+        self.projection = registration_projection(start, rules, filed_at)
         await self.project(
             self.event(
                 "case_started",

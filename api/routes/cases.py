@@ -5,13 +5,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel
-from sqlmodel import col, func, select
-from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, func, select
+from starlette.concurrency import run_in_threadpool
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -22,11 +24,13 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from api import access, policy
+from api.admission import ADMITTED
 from api.auth import CurrentActor
 from api.deps import ClientDep, SessionDep, SettingsDep
 from api.errors import Problem, from_temporal
 from casework.contracts import (
     KZ_TZ,
+    CaseProjection,
     CaseStart,
     CaseStatus,
     CaseSummary,
@@ -36,12 +40,15 @@ from casework.contracts import (
 )
 from casework.db import CaseEventRow, CaseRow, ClockRow, DecisionRow, NotificationRow, TaskRow
 from casework.kandas import CitizenshipGranted, ExtensionRequest, KandasApplication, KandasStart
+from casework.projection import case_row_values
 from casework.regions import Region
-from casework.rules import list_rulesets
+from casework.rules import list_rulesets, load_rules
 from workflows.case_base import CaseWorkflowBase
 from workflows.kandas_status import KandasStatusWorkflow
+from workflows.kandas_status import registration_projection as kandas_registration
 from workflows.search_attributes import CASE_PROCEDURE, CASE_REGION, CASE_STATUS, SLA_STATE
 from workflows.work_permit import WorkPermitWorkflow
+from workflows.work_permit import registration_projection as work_permit_registration
 
 WORKFLOWS: dict[str, Any] = {
     "work_permit": WorkPermitWorkflow,
@@ -66,58 +73,76 @@ def case_view(row: CaseRow) -> dict[str, Any]:
     return row.model_dump(mode="json", exclude={"rev"})
 
 
+def _summary(p: CaseProjection) -> CaseSummary:
+    return CaseSummary(
+        case_id=p.case_id,
+        procedure=p.procedure,
+        status=p.status,
+        region=p.region,
+        ruleset_version=p.ruleset_version,
+        request_hash=p.request_hash,
+    )
+
+
+def _register(engine: Any, p: CaseProjection) -> None:
+    """Write the registration row (rev 0); the workflow's own projection may already be
+    there (it is newer: leave it)."""
+    with Session(engine) as s:
+        s.add(CaseRow(**case_row_values(p)))
+        try:
+            s.commit()
+        except IntegrityError:
+            s.rollback()
+
+
 async def _start(
     *,
     workflow_cls: Any,
     start: Any,
-    region: Region,
+    registration: Any,
+    rules_model: Any,
     actor: Any,
     client: Any,
     settings: Any,
     session: Any,
+    request: Request,
     response: Response,
-    request_hash: str,
 ) -> CaseSummary:
-    """Start (or find) the case workflow and return once its row is in the read model."""
-    session.close()  # no connection is held while the workflow registers the case
-    op = WithStartWorkflowOperation(
-        workflow_cls.run,
-        start,
-        id=start.case_id,
-        task_queue=settings.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(CASE_PROCEDURE, start.procedure),
-                SearchAttributePair(CASE_REGION, region.value),
-                SearchAttributePair(CASE_STATUS, CaseStatus.registered.value),
-                SearchAttributePair(SLA_STATE, "on_track"),
-            ]
-        ),
-    )
+    """Start the case workflow, or find the case this Idempotency-Key already started.
+
+    A new case answers as soon as Temporal has durably accepted the workflow: the API
+    writes the registration row itself (the same pure function the workflow uses), so the
+    case is visible at once and no request waits for a workflow task. A retry answers
+    what the first request answered, from the stored case; while the first request is
+    still in flight it waits for the workflow's registration.
+    """
+    session.close()  # no connection is held while Temporal is called
+    filed = registration(start, rules_model, datetime.now(UTC))
     try:
-        summary: CaseSummary = await client.execute_update_with_start_workflow(
-            workflow_cls.registration, actor, start_workflow_operation=op
+        await client.start_workflow(
+            workflow_cls.run,
+            start,
+            id=start.case_id,
+            task_queue=settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(CASE_PROCEDURE, start.procedure),
+                    SearchAttributePair(CASE_REGION, filed.region.value),
+                    SearchAttributePair(CASE_STATUS, CaseStatus.registered.value),
+                    SearchAttributePair(SLA_STATE, "on_track"),
+                ]
+            ),
         )
     except WorkflowAlreadyStartedError:
-        # The case was started with this key and has closed since: answer from the read model.
-        row = session.get(CaseRow, start.case_id)
-        if row is None:
-            raise Problem(
-                409, "Conflict", "case exists but is not yet visible; retry", kind="conflict"
-            ) from None
-        summary = CaseSummary(
-            case_id=row.case_id,
-            procedure=row.procedure,
-            status=CaseStatus(row.status),
-            region=Region(row.region),
-            ruleset_version=row.ruleset_version,
-            request_hash=row.request_hash,
-        )
-    except (WorkflowUpdateFailedError, RPCError) as exc:
+        summary = await _started_before(workflow_cls, start, filed, actor, client, session)
+    except RPCError as exc:
         raise from_temporal(exc) from exc
-    if summary.request_hash != request_hash:
+    else:
+        await run_in_threadpool(_register, request.app.state.engine, filed)
+        summary = _summary(filed)
+    if summary.request_hash != start.request_hash:
         raise Problem(
             422,
             "Idempotency key reused",
@@ -126,6 +151,33 @@ async def _start(
             errors=[{"name": "Idempotency-Key", "reason": "reused with a different body"}],
         )
     response.headers["Location"] = f"/api/v1/cases/{start.case_id}"
+    return summary
+
+
+async def _started_before(
+    workflow_cls: Any, start: Any, filed: CaseProjection, actor: Any, client: Any, session: Any
+) -> CaseSummary:
+    row = await run_in_threadpool(session.get, CaseRow, start.case_id)
+    if row is not None:
+        if row.request_hash != start.request_hash:  # another application: 422 below
+            return CaseSummary(
+                case_id=row.case_id,
+                procedure=row.procedure,
+                status=CaseStatus(row.status),
+                region=Region(row.region),
+                ruleset_version=row.ruleset_version,
+                request_hash=row.request_hash,
+            )
+        # The same application again: answer what the first request answered.
+        return _summary(filed.model_copy(update={"ruleset_version": row.ruleset_version}))
+    try:  # the first request is still registering the case: wait for it
+        summary: CaseSummary = await client.get_workflow_handle(start.case_id).execute_update(
+            workflow_cls.registration, actor
+        )
+    except (WorkflowUpdateFailedError, RPCError) as exc:
+        raise Problem(
+            409, "Conflict", "case exists but is not yet visible; retry", kind="conflict"
+        ) from exc
     return summary
 
 
@@ -159,16 +211,26 @@ def _drill_version(settings: Any, procedure: str, version: str | None) -> str | 
     return version
 
 
+def _rules(settings: Any, procedure: str, version: str | None) -> Any:
+    """The rule set the new case runs under: named (drills) or in force today. The
+    workflow is started with its version, so the API's registration row and the
+    workflow agree even across midnight of a rule change."""
+    return load_rules(procedure, datetime.now(KZ_TZ).date(), version, settings.ruleset_override_dir)
+
+
 IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=8, max_length=128)]
 
 
-@router.post("/cases/work_permit", status_code=201, response_model=CaseSummary)
+@router.post(
+    "/cases/work_permit", status_code=201, response_model=CaseSummary, dependencies=[ADMITTED]
+)
 async def start_work_permit(
     application: WorkPermitApplication,
     actor: CurrentActor,
     client: ClientDep,
     settings: SettingsDep,
     session: SessionDep,
+    request: Request,
     response: Response,
     idempotency_key: IdempotencyKey,
     ruleset_version: Annotated[
@@ -190,36 +252,41 @@ async def start_work_permit(
             errors=problems,
         )
     policy.require_can_start(actor, "work_permit", application)
-    version = _drill_version(settings, "work_permit", ruleset_version)
-    request_hash = _hash(application)
+    rules = _rules(
+        settings, "work_permit", _drill_version(settings, "work_permit", ruleset_version)
+    )
     start = CaseStart(
         case_id=case_number("WP", actor.party or actor.user_id, idempotency_key),
         procedure="work_permit",
         application=application,
         filed_by=actor,
-        request_hash=request_hash,
-        ruleset_version=version,
+        request_hash=_hash(application),
+        ruleset_version=rules.version,
     )
     return await _start(
         workflow_cls=WorkPermitWorkflow,
         start=start,
-        region=application.region,
+        registration=work_permit_registration,
+        rules_model=rules,
         actor=actor,
         client=client,
         settings=settings,
         session=session,
+        request=request,
         response=response,
-        request_hash=request_hash,
     )
 
 
-@router.post("/cases/kandas_status", status_code=201, response_model=CaseSummary)
+@router.post(
+    "/cases/kandas_status", status_code=201, response_model=CaseSummary, dependencies=[ADMITTED]
+)
 async def start_kandas(
     application: KandasApplication,
     actor: CurrentActor,
     client: ClientDep,
     settings: SettingsDep,
     session: SessionDep,
+    request: Request,
     response: Response,
     idempotency_key: IdempotencyKey,
 ) -> CaseSummary:
@@ -234,29 +301,26 @@ async def start_kandas(
             errors=problems,
         )
     consulate = policy.require_can_start_kandas(actor)
-    request_hash = _hash(application)
+    rules = _rules(settings, "kandas_status", None)
     start = KandasStart(
         case_id=case_number("KS", consulate, idempotency_key),
         application=application,
         consulate=consulate,
         filed_by=actor,
-        request_hash=request_hash,
-    )
-    region = (
-        application.survey.preferred_regions[0]
-        if application.survey.preferred_regions
-        else Region.pavlodar
+        request_hash=_hash(application),
+        ruleset_version=rules.version,
     )
     return await _start(
         workflow_cls=KandasStatusWorkflow,
         start=start,
-        region=region,
+        registration=kandas_registration,
+        rules_model=rules,
         actor=actor,
         client=client,
         settings=settings,
         session=session,
+        request=request,
         response=response,
-        request_hash=request_hash,
     )
 
 
@@ -334,7 +398,7 @@ class ObjectionIn(BaseModel):
     text: str
 
 
-@router.post("/cases/{case_id}/documents", response_model=CaseSummary)
+@router.post("/cases/{case_id}/documents", response_model=CaseSummary, dependencies=[ADMITTED])
 async def supply_documents(
     case_id: str, body: DocumentsIn, actor: CurrentActor, session: SessionDep, client: ClientDep
 ) -> CaseSummary:
@@ -353,7 +417,7 @@ async def supply_documents(
         raise from_temporal(exc) from exc
 
 
-@router.post("/cases/{case_id}/objection", response_model=CaseSummary)
+@router.post("/cases/{case_id}/objection", response_model=CaseSummary, dependencies=[ADMITTED])
 async def submit_objection(
     case_id: str, body: ObjectionIn, actor: CurrentActor, session: SessionDep, client: ClientDep
 ) -> CaseSummary:
@@ -382,7 +446,7 @@ class CitizenshipIn(BaseModel):
     reference: str
 
 
-@router.post("/cases/{case_id}/extension", response_model=CaseSummary)
+@router.post("/cases/{case_id}/extension", response_model=CaseSummary, dependencies=[ADMITTED])
 async def request_extension(
     case_id: str, body: ExtensionIn, actor: CurrentActor, session: SessionDep, client: ClientDep
 ) -> CaseSummary:
@@ -404,7 +468,7 @@ async def request_extension(
         raise from_temporal(exc) from exc
 
 
-@router.post("/cases/{case_id}/citizenship", response_model=CaseSummary)
+@router.post("/cases/{case_id}/citizenship", response_model=CaseSummary, dependencies=[ADMITTED])
 async def record_citizenship(
     case_id: str, body: CitizenshipIn, actor: CurrentActor, session: SessionDep, client: ClientDep
 ) -> CaseSummary:

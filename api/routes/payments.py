@@ -16,6 +16,7 @@ from activities.registries import (
     verify_callback,
 )
 from api import policy
+from api.admission import ADMITTED
 from api.auth import CurrentActor
 from api.deps import ClientDep, SessionDep, SettingsDep
 from api.errors import Problem, from_temporal
@@ -43,7 +44,7 @@ async def deliver(client: Client, cb: PaymentCallback) -> dict[str, Any]:
     }
 
 
-@router.post("/payments/callback")
+@router.post("/payments/callback", dependencies=[ADMITTED])
 async def gateway_callback(
     request: Request,
     client: ClientDep,
@@ -70,7 +71,7 @@ class SimulatedPayment(BaseModel):
     amount_kzt: int | None = Field(default=None, ge=0, description="default: the case's fee")
 
 
-@router.post("/dev/payments/{case_id}/pay")
+@router.post("/dev/payments/{case_id}/pay", dependencies=[ADMITTED])
 async def simulate_payment(
     case_id: str,
     body: SimulatedPayment,

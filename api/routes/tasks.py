@@ -19,6 +19,7 @@ from temporalio.service import RPCError
 
 import casework.kandas  # noqa: F401 - registers the kandas task forms
 from api import policy
+from api.admission import ADMITTED
 from api.auth import CurrentActor
 from api.deps import ClientDep, SessionDep
 from api.errors import Problem, from_temporal
@@ -116,7 +117,7 @@ async def _update(client: Any, row: TaskRow, method: Any, arg: Any) -> dict[str,
     return dict(spec.model_dump(mode="json"))
 
 
-@router.post("/tasks/{task_id}/claim")
+@router.post("/tasks/{task_id}/claim", dependencies=[ADMITTED])
 async def claim(
     task_id: str, actor: CurrentActor, session: SessionDep, client: ClientDep
 ) -> dict[str, Any]:
@@ -129,7 +130,7 @@ async def claim(
     )
 
 
-@router.post("/tasks/{task_id}/release")
+@router.post("/tasks/{task_id}/release", dependencies=[ADMITTED])
 async def release(
     task_id: str, actor: CurrentActor, session: SessionDep, client: ClientDep
 ) -> dict[str, Any]:
@@ -142,7 +143,7 @@ async def release(
     )
 
 
-@router.post("/tasks/{task_id}/complete")
+@router.post("/tasks/{task_id}/complete", dependencies=[ADMITTED])
 async def complete(
     task_id: str, body: FormIn, actor: CurrentActor, session: SessionDep, client: ClientDep
 ) -> dict[str, Any]:
@@ -175,7 +176,7 @@ class BulkResult(BaseModel):
     results: list[dict[str, Any]]
 
 
-@router.post("/tasks/reassign", response_model=BulkResult)
+@router.post("/tasks/reassign", response_model=BulkResult, dependencies=[ADMITTED])
 async def bulk_reassign(
     body: BulkReassign, actor: CurrentActor, session: SessionDep, client: ClientDep
 ) -> BulkResult:

@@ -50,6 +50,7 @@ class Stack:
     settings: Settings
     engine: Engine
     env: WorkflowEnvironment
+    app: Any = None
 
     def token(self, role: str, **scope: Any) -> dict[str, str]:
         actor = Actor(
@@ -69,7 +70,7 @@ async def _stack(env: WorkflowEnvironment, settings: Settings) -> AsyncIterator[
     async with worker, app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
-            yield Stack(http, settings, engine, env)
+            yield Stack(http, settings, engine, env, app)
     pool.shutdown(wait=False)
 
 
