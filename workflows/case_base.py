@@ -58,6 +58,29 @@ PROJECTION: workflow.ActivityConfig = {
 }
 
 
+# Bookkeeping (read-model projection, notices, working-day deadlines, rule sets) runs as
+# local activities: in the worker, inside the workflow task, with no round trip through
+# the server per write. They are idempotent like before. Histories recorded before this
+# change have regular activities there: `workflow.patched` keeps replaying them as such.
+LOCAL_BOOKKEEPING = "local-bookkeeping"
+LOCAL: workflow.LocalActivityConfig = {
+    "start_to_close_timeout": timedelta(seconds=30),
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(seconds=30)),
+}
+
+
+async def bookkeeping(
+    name: str,
+    arg: Any,
+    result_type: type | None = None,
+    before: workflow.ActivityConfig = PROJECTION,
+) -> Any:
+    """Run a short idempotent bookkeeping activity (a local one in new histories)."""
+    if workflow.patched(LOCAL_BOOKKEEPING):
+        return await workflow.execute_local_activity(name, arg, result_type=result_type, **LOCAL)
+    return await workflow.execute_activity(name, arg, result_type=result_type, **before)
+
+
 _SEVERITY = {
     SlaState.breached: 4,
     SlaState.at_risk: 3,
@@ -156,7 +179,7 @@ class CaseWorkflowBase:
         self.projection.deadline = self.sla_deadline
         self.projection.events = list(events)
         self.projection.rev = self._seq
-        await workflow.execute_activity(act.PROJECT_CASE, self.projection, **PROJECTION)
+        await bookkeeping(act.PROJECT_CASE, self.projection)
         self.projection.events = []
 
     async def set_status(self, status: CaseStatus, *events: CaseEventIn, **changes: Any) -> None:
@@ -215,7 +238,7 @@ class CaseWorkflowBase:
             text_kk=text_kk,
             data=data,
         )
-        await workflow.execute_activity(act.NOTIFY, note, **PROJECTION)
+        await bookkeeping(act.NOTIFY, note)
         await self.project(ev)
 
     # ------------------------------------------------------------------ human tasks
@@ -264,9 +287,7 @@ class CaseWorkflowBase:
                 )
 
     async def _project_task(self, spec: TaskSpec, event: CaseEventIn | None) -> None:
-        await workflow.execute_activity(
-            act.PROJECT_TASK, TaskChange(task=spec, event=event, rev=self._seq), **PROJECTION
-        )
+        await bookkeeping(act.PROJECT_TASK, TaskChange(task=spec, event=event, rev=self._seq))
 
     def _may_work_on(self, actor: Actor, spec: TaskSpec) -> str | None:
         """Why this actor may not act on the task (None: allowed). Same rule as the API policy."""

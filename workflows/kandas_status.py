@@ -66,7 +66,13 @@ with workflow.unsafe.imports_passed_through():
     from casework.regions import REGION_NAMES, Region
 
     from workflows import activity_names as act
-    from workflows.case_base import PROJECTION, CaseWorkflowBase, decision_form_errors, problem
+    from workflows.case_base import (
+        PROJECTION,
+        CaseWorkflowBase,
+        bookkeeping,
+        decision_form_errors,
+        problem,
+    )
     from workflows.legal_clock import LegalClock
     from workflows.search_attributes import CASE_REGION
     from workflows.work_permit import REGISTRY, add_months
@@ -153,7 +159,7 @@ class KandasStatusWorkflow(CaseWorkflowBase):
     async def _process(self, start: KandasStart) -> KandasResult:
         app = start.application
         filed_at = workflow.now()
-        self.rules = rules = await workflow.execute_activity(
+        self.rules = rules = await bookkeeping(
             act.LOAD_RULES,
             LoadRules(
                 procedure=PROCEDURE,
@@ -161,7 +167,6 @@ class KandasStatusWorkflow(CaseWorkflowBase):
                 version=start.ruleset_version,
             ),
             result_type=KandasRules,
-            **PROJECTION,
         )
         self.projection = registration_projection(start, rules, filed_at)
         # Until settlement is decided the case belongs to the LEB of the first preferred

@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from casework.rules import ClockRule
 
     from workflows import activity_names as act
-    from workflows.case_base import PROJECTION, CaseWorkflowBase
+    from workflows.case_base import CaseWorkflowBase, bookkeeping
 
 CALC: workflow.ActivityConfig = {"start_to_close_timeout": timedelta(seconds=30)}
 NOTIFIED = {
@@ -78,11 +78,8 @@ class LegalClock:
         req = DeadlineRequest(
             start=at or workflow.now(), term=self.rule.term, warn_fraction=self.rule.warn_fraction
         )
-        self.deadline = await workflow.execute_activity(
-            act.COMPUTE_DEADLINE,
-            req,
-            result_type=Deadline,
-            **CALC,
+        self.deadline = await bookkeeping(
+            act.COMPUTE_DEADLINE, req, result_type=Deadline, before=CALC
         )
         self.state = self._state_for_now()
         await self._project(ClockEventKind.started)
@@ -107,11 +104,8 @@ class LegalClock:
             resumed_at=workflow.now(),
             warn_fraction=self.rule.warn_fraction,
         )
-        self.deadline = await workflow.execute_activity(
-            act.RESUME_DEADLINE,
-            req,
-            result_type=Deadline,
-            **CALC,
+        self.deadline = await bookkeeping(
+            act.RESUME_DEADLINE, req, result_type=Deadline, before=CALC
         )
         self.suspended_at = None
         self.state = self._state_for_now()
@@ -124,12 +118,7 @@ class LegalClock:
             return
         base = self.deadline
         req = DeadlineRequest(start=base.deadline, term=term)
-        ext = await workflow.execute_activity(
-            act.COMPUTE_DEADLINE,
-            req,
-            result_type=Deadline,
-            **CALC,
-        )
+        ext = await bookkeeping(act.COMPUTE_DEADLINE, req, result_type=Deadline, before=CALC)
         self.deadline = base.model_copy(
             update={
                 "deadline": ext.deadline,
@@ -227,7 +216,7 @@ class LegalClock:
             event=event,
             rev=self.wf._seq,
         )
-        await workflow.execute_activity(act.PROJECT_CLOCK, proj, **PROJECTION)
+        await bookkeeping(act.PROJECT_CLOCK, proj)
         await self.wf.project()
         # Histories recorded before webhooks existed have no delivery activities.
         if kind in NOTIFIED and workflow.patched("sla-webhooks"):

@@ -52,7 +52,13 @@ with workflow.unsafe.imports_passed_through():
     from casework.rules import WorkPermitRules
 
     from workflows import activity_names as act
-    from workflows.case_base import PROJECTION, CaseWorkflowBase, decision_form_errors, problem
+    from workflows.case_base import (
+        PROJECTION,
+        CaseWorkflowBase,
+        bookkeeping,
+        decision_form_errors,
+        problem,
+    )
     from workflows.legal_clock import LegalClock
 
 PROCEDURE = "work_permit"
@@ -141,7 +147,7 @@ class WorkPermitWorkflow(CaseWorkflowBase):
     async def _process(self, start: CaseStart) -> CaseResult:
         app = start.application
         filed_at = workflow.now()
-        self.rules = rules = await workflow.execute_activity(
+        self.rules = rules = await bookkeeping(
             act.LOAD_RULES,
             LoadRules(
                 procedure=PROCEDURE,
@@ -149,7 +155,6 @@ class WorkPermitWorkflow(CaseWorkflowBase):
                 version=start.ruleset_version,
             ),
             result_type=WorkPermitRules,
-            **PROJECTION,
         )
         self.fee_kzt = rules.fee_kzt(app.category, app.seasonal_days)
         self.projection = registration_projection(start, rules, filed_at)

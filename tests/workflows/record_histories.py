@@ -5,9 +5,10 @@
 Runs every recorded path (work permit: approval, refusal, lapse; kandas: approval then
 citizenship, refusal after a hearing) with the real activities, on a local Temporal dev
 server and the time-skipping server (lapse), and writes the histories to
-tests/workflows/histories/*.json. Pass path names to record only those
-(`... record_histories kandas_refused_after_hearing`); existing files are never
-overwritten. Changing a workflow incompatibly must fail replay, never be hidden by
+tests/workflows/histories/*.json. Existing files are never overwritten: after a
+workflow change guarded by `workflow.patched`, record the new code's histories beside
+the old ones under a generation suffix (`... record_histories --suffix=.v2`), so replay
+covers both paths. Changing a workflow incompatibly must fail replay, never be hidden by
 re-recording (use workflow.patched).
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import tempfile
 import uuid
 from datetime import timedelta
@@ -39,7 +41,11 @@ from workflows.work_permit import WorkPermitWorkflow
 HERE = Path(__file__).parent / "histories"
 
 
+SUFFIX = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--suffix=")), "")
+
+
 async def _save(handle: WorkflowHandle, name: str) -> None:  # type: ignore[type-arg]
+    name += SUFFIX
     target = HERE / f"{name}.json"
     if target.exists():
         print(f"kept {name}: a recorded history is never overwritten")
