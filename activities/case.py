@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
@@ -51,6 +53,7 @@ from casework.db import CaseEventRow, CaseRow, ClockRow, NotificationRow, TaskRo
 from casework.projection import case_row_values
 from casework.rules import load_rules
 from casework.timeline import seal
+from casework.writer import serialized_writes
 from workflows import activity_names as act
 
 log = logging.getLogger("casework.activities")
@@ -62,22 +65,19 @@ def _now() -> datetime:
 
 
 def add_event(s: Session, ev: CaseEventIn | None) -> None:
-    """Append a timeline entry once: a retried activity finds it already there."""
+    """Append a timeline entry once (a retried activity finds it there), then seal."""
     if ev is None:
         return
-    exists = s.exec(
-        select(CaseEventRow.id).where(
-            CaseEventRow.case_id == ev.case_id, CaseEventRow.seq == ev.seq
+    table = CaseEventRow.__table__  # type: ignore[attr-defined]
+    insert = sqlite_insert if s.get_bind().dialect.name == "sqlite" else pg_insert
+    s.execute(
+        insert(table)
+        .values(
+            case_id=ev.case_id, seq=ev.seq, kind=ev.kind, at=ev.at, actor=ev.actor, data=ev.data
         )
-    ).first()
-    if exists is None:
-        s.add(
-            CaseEventRow(
-                case_id=ev.case_id, seq=ev.seq, kind=ev.kind, at=ev.at, actor=ev.actor, data=ev.data
-            )
-        )
-        s.flush()
-        seal(s, ev.case_id)
+        .on_conflict_do_nothing(index_elements=["case_id", "seq"])
+    )
+    seal(s, ev.case_id)
 
 
 class CaseActivities:
@@ -100,7 +100,10 @@ class CaseActivities:
     def _write(self, fn: Callable[[Session], None]) -> None:
         for attempt in range(5):
             try:
-                with Session(self.engine, expire_on_commit=False) as s:
+                with (
+                    serialized_writes(self.engine),
+                    Session(self.engine, expire_on_commit=False) as s,
+                ):
                     fn(s)
                     s.commit()
                 return

@@ -9,11 +9,13 @@ from sqlmodel import Session
 
 from casework.contracts import Actor
 from casework.db import AccessLogRow
+from casework.writer import serialized_writes
 
 
 def record(session: Session, actor: Actor, case_id: str, what: str, request: Request) -> None:
     # Its own transaction: committing the request's session would expire the rows it serves.
-    with Session(session.get_bind()) as log:
+    engine = session.get_bind()
+    with serialized_writes(engine), Session(engine) as log:  # type: ignore[arg-type]
         log.add(
             AccessLogRow(
                 at=datetime.now(UTC),

@@ -14,6 +14,8 @@ from datetime import UTC
 from typing import Any
 
 from pydantic import BaseModel
+from sqlalchemy import bindparam, update
+from sqlalchemy import select as sql_select
 from sqlmodel import Session, col, select
 
 from casework.db import CaseEventRow
@@ -21,7 +23,8 @@ from casework.db import CaseEventRow
 GENESIS = "0" * 64
 
 
-def _canonical(row: CaseEventRow, seq: int | None = None) -> str:
+def _canonical(row: Any, seq: int | None = None) -> str:
+    """`row`: a `CaseEventRow` or a SQL row with the same columns."""
     at = row.at if row.at.tzinfo else row.at.replace(tzinfo=UTC)
     return json.dumps(
         {
@@ -39,7 +42,7 @@ def _canonical(row: CaseEventRow, seq: int | None = None) -> str:
     )
 
 
-def entry_hash(prev_hash: str, row: CaseEventRow, seq: int | None = None) -> str:
+def entry_hash(prev_hash: str, row: Any, seq: int | None = None) -> str:
     return hashlib.sha256(f"{prev_hash}|{_canonical(row, seq)}".encode()).hexdigest()
 
 
@@ -48,27 +51,36 @@ def seal(s: Session, case_id: str) -> None:
 
     Entries may arrive out of order (a clock fires while a task is being completed); an
     entry after a gap waits until the gap is filled. Sealing is deterministic, so two
-    writers sealing the same entries write the same hashes.
+    writers sealing the same entries write the same hashes. Plain SQL (no ORM objects):
+    this runs inside every projection's write transaction.
     """
-    last = s.exec(
-        select(CaseEventRow)
-        .where(CaseEventRow.case_id == case_id, col(CaseEventRow.hash).is_not(None))
-        .order_by(col(CaseEventRow.seq).desc())
+    t = CaseEventRow.__table__  # type: ignore[attr-defined]
+    last = s.execute(
+        sql_select(t.c.seq, t.c.hash)
+        .where(t.c.case_id == case_id, t.c.hash.is_not(None))
+        .order_by(t.c.seq.desc())
         .limit(1)
     ).first()
-    pending = s.exec(
-        select(CaseEventRow)
-        .where(CaseEventRow.case_id == case_id, col(CaseEventRow.hash).is_(None))
-        .order_by(col(CaseEventRow.seq))
+    pending = s.execute(
+        sql_select(t.c.id, t.c.case_id, t.c.seq, t.c.kind, t.c.at, t.c.actor, t.c.data)
+        .where(t.c.case_id == case_id, t.c.hash.is_(None))
+        .order_by(t.c.seq)
     ).all()
-    prev, expected = (last.hash, last.seq + 1) if last and last.hash else (GENESIS, 1)
+    prev, expected = (last.hash, last.seq + 1) if last is not None else (GENESIS, 1)
+    sealed: list[dict[str, Any]] = []
     for row in pending:
         if row.seq != expected:
-            return
-        row.prev_hash = prev
-        row.hash = entry_hash(prev, row)
-        s.add(row)
-        prev, expected = row.hash, expected + 1
+            break
+        h = entry_hash(prev, row)
+        sealed.append({"row_id": row.id, "new_prev": prev, "new_hash": h})
+        prev, expected = h, expected + 1
+    if sealed:
+        s.execute(
+            update(t)
+            .where(t.c.id == bindparam("row_id"))
+            .values(prev_hash=bindparam("new_prev"), hash=bindparam("new_hash")),
+            sealed,
+        )
 
 
 class ChainProblem(BaseModel):

@@ -43,6 +43,7 @@ from casework.kandas import CitizenshipGranted, ExtensionRequest, KandasApplicat
 from casework.projection import case_row_values
 from casework.regions import Region
 from casework.rules import list_rulesets, load_rules
+from casework.writer import serialized_writes
 from workflows.case_base import CaseWorkflowBase
 from workflows.kandas_status import KandasStatusWorkflow
 from workflows.kandas_status import registration_projection as kandas_registration
@@ -87,7 +88,7 @@ def _summary(p: CaseProjection) -> CaseSummary:
 def _register(engine: Any, p: CaseProjection) -> None:
     """Write the registration row (rev 0); the workflow's own projection may already be
     there (it is newer: leave it)."""
-    with Session(engine) as s:
+    with serialized_writes(engine), Session(engine) as s:
         s.add(CaseRow(**case_row_values(p)))
         try:
             s.commit()
