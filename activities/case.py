@@ -15,15 +15,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine
+from sqlalchemy import bindparam, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 from temporalio import activity
 
 from activities import quota as ledger
+from activities.readmodel_sql import insert_once, upsert
 from activities.registries import PaymentGateway, Registries
 from casework.calendar import compute_deadline, load_calendar, remaining_working_days
 from casework.contracts import (
@@ -64,20 +63,35 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def add_event(s: Session, ev: CaseEventIn | None) -> None:
+def add_event(conn: Connection | Session, ev: CaseEventIn | None) -> None:
     """Append a timeline entry once (a retried activity finds it there), then seal."""
     if ev is None:
         return
-    table = CaseEventRow.__table__  # type: ignore[attr-defined]
-    insert = sqlite_insert if s.get_bind().dialect.name == "sqlite" else pg_insert
-    s.execute(
-        insert(table)
-        .values(
-            case_id=ev.case_id, seq=ev.seq, kind=ev.kind, at=ev.at, actor=ev.actor, data=ev.data
-        )
-        .on_conflict_do_nothing(index_elements=["case_id", "seq"])
+    values = {
+        "case_id": ev.case_id,
+        "seq": ev.seq,
+        "kind": ev.kind,
+        "at": ev.at,
+        "actor": ev.actor,
+        "data": ev.data,
+    }
+    insert_once(conn, CaseEventRow, values, ("case_id", "seq"))
+    seal(conn, ev.case_id)
+
+
+_OPEN_TASKS_SLA = (
+    update(TaskRow)
+    .where(
+        TaskRow.case_id == bindparam("cid"),  # type: ignore[arg-type]
+        TaskRow.status.in_([TaskStatus.open.value, TaskStatus.claimed.value]),  # type: ignore[attr-defined]
     )
-    seal(s, ev.case_id)
+    .values(sla_state=bindparam("state"))
+)
+_CLOCK_STATE = (
+    select(ClockRow.state)
+    .where(ClockRow.case_id == bindparam("cid"), ClockRow.state != SlaState.stopped.value)
+    .limit(1)
+)
 
 
 class CaseActivities:
@@ -97,18 +111,14 @@ class CaseActivities:
         # The database driver is blocking: keep it off the event loop shared with workflows.
         return await asyncio.to_thread(fn)
 
-    def _write(self, fn: Callable[[Session], None]) -> None:
+    def _write(self, fn: Callable[[Connection], None]) -> None:
+        """One short write transaction (retried whole if two writers raced on an insert)."""
         for attempt in range(5):
             try:
-                with (
-                    serialized_writes(self.engine),
-                    Session(self.engine, expire_on_commit=False) as s,
-                ):
-                    fn(s)
-                    s.commit()
+                with serialized_writes(self.engine), self.engine.begin() as conn:
+                    fn(conn)
                 return
             except IntegrityError:
-                # Two writers raced on the first insert of a row: the next try updates it.
                 if attempt == 4:
                     raise
 
@@ -164,16 +174,12 @@ class CaseActivities:
 
     @activity.defn(name=act.PROJECT_CASE)
     async def project_case(self, p: CaseProjection) -> None:
-        def write(s: Session) -> None:
-            row = s.get(CaseRow, p.case_id)
-            values = case_row_values(p)
-            if row is None:
-                s.add(CaseRow(**values))
-            elif row.rev <= p.rev:
-                for k, v in values.items():
-                    setattr(row, k, v)
+        values = case_row_values(p)
+
+        def write(conn: Connection) -> None:
+            upsert(conn, CaseRow, values, ("case_id",))
             for ev in p.events:
-                add_event(s, ev)
+                add_event(conn, ev)
 
         await self._db(lambda: self._write(write))
 
@@ -181,95 +187,70 @@ class CaseActivities:
     async def project_task(self, change: TaskChange) -> None:
         t = change.task
 
-        def write(s: Session) -> None:
-            row = s.get(TaskRow, t.task_id)
-            values: dict[str, Any] = t.model_dump(mode="python")
-            for key in ("kind", "role", "status"):
-                values[key] = values[key].value
-            values["region"] = t.region.value if t.region else None
-            values["rev"] = change.rev
-            if t.status in (TaskStatus.open, TaskStatus.claimed):
-                clock = s.exec(
-                    select(ClockRow).where(
-                        ClockRow.case_id == t.case_id, ClockRow.state != SlaState.stopped.value
-                    )
-                ).first()
-                values["sla_state"] = clock.state if clock else SlaState.on_track.value
+        values: dict[str, Any] = t.model_dump(mode="python")
+        for key in ("kind", "role", "status"):
+            values[key] = values[key].value
+        values["region"] = t.region.value if t.region else None
+        values["rev"] = change.rev
+        live = t.status in (TaskStatus.open, TaskStatus.claimed)
+
+        def write(conn: Connection) -> None:
+            if live:
+                state = conn.execute(_CLOCK_STATE, {"cid": t.case_id}).scalar()
+                values["sla_state"] = state or SlaState.on_track.value
             else:
                 values["sla_state"] = SlaState.stopped.value
-            if row is None:
-                s.add(TaskRow(**values))
-            elif row.rev <= change.rev:
-                for k, v in values.items():
-                    setattr(row, k, v)
-            add_event(s, change.event)
+            upsert(conn, TaskRow, values, ("task_id",))
+            add_event(conn, change.event)
 
         await self._db(lambda: self._write(write))
 
     @activity.defn(name=act.PROJECT_CLOCK)
     async def project_clock(self, c: ClockProjection) -> None:
-        def write(s: Session) -> None:
-            row = s.get(ClockRow, (c.case_id, c.name))
-            values: dict[str, Any] = {
-                "case_id": c.case_id,
-                "name": c.name,
-                "step": c.step,
-                "state": c.state.value,
-                "term": c.term.model_dump(mode="json"),
-                "started_at": c.started_at,
-                "deadline": c.deadline,
-                "warn_at": c.warn_at,
-                "explanation": c.explanation,
-                "skipped_days": [d.model_dump(mode="json") for d in c.skipped_days],
-                "on_breach": c.on_breach.value,
-                "updated_at": _now(),
-                "rev": c.rev,
-            }
-            if row is None:
-                s.add(ClockRow(**values))
-            elif row.rev <= c.rev:
-                for k, v in values.items():
-                    setattr(row, k, v)
+        values: dict[str, Any] = {
+            "case_id": c.case_id,
+            "name": c.name,
+            "step": c.step,
+            "state": c.state.value,
+            "term": c.term.model_dump(mode="json"),
+            "started_at": c.started_at,
+            "deadline": c.deadline,
+            "warn_at": c.warn_at,
+            "explanation": c.explanation,
+            "skipped_days": [d.model_dump(mode="json") for d in c.skipped_days],
+            "on_breach": c.on_breach.value,
+            "updated_at": _now(),
+            "rev": c.rev,
+        }
+
+        def write(conn: Connection) -> None:
+            upsert(conn, ClockRow, values, ("case_id", "name"))
             if c.state != SlaState.stopped:
-                s.execute(
-                    update(TaskRow)
-                    .where(
-                        TaskRow.case_id == c.case_id,  # type: ignore[arg-type]
-                        TaskRow.status.in_([TaskStatus.open.value, TaskStatus.claimed.value]),  # type: ignore[attr-defined]
-                    )
-                    .values(sla_state=c.state.value)
-                )
-            add_event(s, c.event)
+                conn.execute(_OPEN_TASKS_SLA, {"cid": c.case_id, "state": c.state.value})
+            add_event(conn, c.event)
 
         await self._db(lambda: self._write(write))
 
     @activity.defn(name=act.NOTIFY)
     async def notify(self, n: Notification) -> None:
         """Deliver a notice: kept in the outbox table (read by the party through the API)."""
-
-        def write(s: Session) -> None:
-            exists = s.exec(
-                select(NotificationRow.id).where(
-                    NotificationRow.case_id == n.case_id, NotificationRow.seq == n.seq
-                )
-            ).first()
-            if exists is None:
-                s.add(
-                    NotificationRow(
-                        case_id=n.case_id,
-                        seq=n.seq,
-                        to_role=n.to_role.value,
-                        to_party=n.to_party,
-                        region=n.region.value if n.region else None,
-                        kind=n.kind,
-                        text_ru=n.text_ru,
-                        text_kk=n.text_kk,
-                        data=n.data,
-                        created_at=_now(),
-                    )
-                )
-
-        await self._db(lambda: self._write(write))
+        values = {
+            "case_id": n.case_id,
+            "seq": n.seq,
+            "to_role": n.to_role.value,
+            "to_party": n.to_party,
+            "region": n.region.value if n.region else None,
+            "kind": n.kind,
+            "text_ru": n.text_ru,
+            "text_kk": n.text_kk,
+            "data": n.data,
+            "created_at": _now(),
+        }
+        await self._db(
+            lambda: self._write(
+                lambda conn: insert_once(conn, NotificationRow, values, ("case_id", "seq"))
+            )
+        )
         log.info("notice %s to %s on case %s", n.kind, n.to_role.value, n.case_id)
 
     # ------------------------------------------------------------------ quota ledger

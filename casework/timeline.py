@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import bindparam, update
 from sqlalchemy import select as sql_select
+from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, select
 
 from casework.db import CaseEventRow
@@ -46,26 +47,35 @@ def entry_hash(prev_hash: str, row: Any, seq: int | None = None) -> str:
     return hashlib.sha256(f"{prev_hash}|{_canonical(row, seq)}".encode()).hexdigest()
 
 
-def seal(s: Session, case_id: str) -> None:
+_T = CaseEventRow.__table__  # type: ignore[attr-defined]
+_LAST_SEALED = (
+    sql_select(_T.c.seq, _T.c.hash)
+    .where(_T.c.case_id == bindparam("cid"), _T.c.hash.is_not(None))
+    .order_by(_T.c.seq.desc())
+    .limit(1)
+)
+_UNSEALED = (
+    sql_select(_T.c.id, _T.c.case_id, _T.c.seq, _T.c.kind, _T.c.at, _T.c.actor, _T.c.data)
+    .where(_T.c.case_id == bindparam("cid"), _T.c.hash.is_(None))
+    .order_by(_T.c.seq)
+)
+_SEAL = (
+    update(_T)
+    .where(_T.c.id == bindparam("row_id"))
+    .values(prev_hash=bindparam("new_prev"), hash=bindparam("new_hash"))
+)
+
+
+def seal(conn: Connection | Session, case_id: str) -> None:
     """Seal every entry that directly follows the sealed part of the chain.
 
     Entries may arrive out of order (a clock fires while a task is being completed); an
     entry after a gap waits until the gap is filled. Sealing is deterministic, so two
-    writers sealing the same entries write the same hashes. Plain SQL (no ORM objects):
-    this runs inside every projection's write transaction.
+    writers sealing the same entries write the same hashes. Prepared SQL, no ORM: this
+    runs inside every projection's write transaction.
     """
-    t = CaseEventRow.__table__  # type: ignore[attr-defined]
-    last = s.execute(
-        sql_select(t.c.seq, t.c.hash)
-        .where(t.c.case_id == case_id, t.c.hash.is_not(None))
-        .order_by(t.c.seq.desc())
-        .limit(1)
-    ).first()
-    pending = s.execute(
-        sql_select(t.c.id, t.c.case_id, t.c.seq, t.c.kind, t.c.at, t.c.actor, t.c.data)
-        .where(t.c.case_id == case_id, t.c.hash.is_(None))
-        .order_by(t.c.seq)
-    ).all()
+    last = conn.execute(_LAST_SEALED, {"cid": case_id}).first()
+    pending = conn.execute(_UNSEALED, {"cid": case_id}).all()
     prev, expected = (last.hash, last.seq + 1) if last is not None else (GENESIS, 1)
     sealed: list[dict[str, Any]] = []
     for row in pending:
@@ -75,12 +85,7 @@ def seal(s: Session, case_id: str) -> None:
         sealed.append({"row_id": row.id, "new_prev": prev, "new_hash": h})
         prev, expected = h, expected + 1
     if sealed:
-        s.execute(
-            update(t)
-            .where(t.c.id == bindparam("row_id"))
-            .values(prev_hash=bindparam("new_prev"), hash=bindparam("new_hash")),
-            sealed,
-        )
+        conn.execute(_SEAL, sealed)
 
 
 class ChainProblem(BaseModel):
