@@ -1,8 +1,11 @@
 """The supervisors' SLA board: read-model queries behind `/api/v1/sla/*`.
 
 Every query is cut to the caller's scope with `policy.case_filter` / `policy.task_filter`,
-so a regional supervisor never reads another region's rows. Aggregates that do not port
-between SQLite and PostgreSQL (percentiles, calendar-day buckets) are computed in Python.
+so a regional supervisor never reads another region's rows. Counts, oldest tasks, queue
+positions, percentiles and breaches per day are aggregated in the database over partial
+indexes (casework.db), so no query reads all the open or done rows into Python; the two
+aggregates that do not port (percentiles, calendar-day buckets) fall back to Python on
+SQLite, the small embedded default. Lists sort by urgency in index order with LIMIT.
 Datetime columns hold aware UTC; every timestamp returned is ISO 8601 in UTC.
 """
 
@@ -13,11 +16,12 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Date, Float, cast, extract, or_, text, tuple_
 from sqlalchemy.engine import Engine
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ColumnElement, True_
 from sqlmodel import Session, col, func, select
 
 from api import policy
@@ -95,17 +99,42 @@ def scope_view(actor: Actor) -> dict[str, Any]:
 # --------------------------------------------------------------------------- scoped selects
 
 
-def _task_region() -> Any:
+def _case_scope_trivial(actor: Actor) -> bool:
+    """The caller's case filter lets every case through (national supervisor, auditor)."""
+    return isinstance(policy.case_filter(actor), True_)
+
+
+def _task_region(joined: bool = True) -> Any:
     # Consular tasks carry no region of their own; they count in their case's region.
-    return func.coalesce(TaskRow.region, CaseRow.region)
-
-
-def _scoped_tasks(actor: Actor, *columns: Any) -> Any:
-    return (
-        select(*columns)
-        .join(CaseRow, col(CaseRow.case_id) == col(TaskRow.case_id))
-        .where(policy.task_filter(actor), policy.case_filter(actor))
+    if joined:
+        return func.coalesce(TaskRow.region, CaseRow.region)
+    # Without the join, the case is looked up only for a task without a region.
+    case_region = (
+        select(CaseRow.region)
+        .where(col(CaseRow.case_id) == col(TaskRow.case_id))
+        .correlate(TaskRow)
+        .scalar_subquery()
     )
+    return func.coalesce(TaskRow.region, case_region)
+
+
+def _task_scope(actor: Actor) -> tuple[bool, Any]:
+    """Whether task queries join their case for the caller's scope, and the task region.
+
+    A case row is written before its first task and never deleted, so when the case filter
+    lets every case through the join changes no result: it is left out, and the large
+    national aggregates read the task indexes alone.
+    """
+    joined = not _case_scope_trivial(actor)
+    return joined, _task_region(joined)
+
+
+def _scoped_tasks(actor: Actor, *columns: Any, joined: bool = True) -> Any:
+    stmt = select(*columns).select_from(TaskRow)
+    if joined:
+        stmt = stmt.join(CaseRow, col(CaseRow.case_id) == col(TaskRow.case_id))
+        return stmt.where(policy.task_filter(actor), policy.case_filter(actor))
+    return stmt.where(policy.task_filter(actor))
 
 
 def _filters(
@@ -123,6 +152,22 @@ def _empty_counts() -> dict[str, int]:
     return {s: 0 for s in (*BOARD_STATES, "total")}
 
 
+def _is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _board_session(session: Session) -> None:
+    """No JIT and no parallel workers for the board's index scans (this transaction only).
+
+    Summed over many small subqueries the planner's cost passes the JIT and parallel
+    thresholds: compiling, or starting workers for each of 50 position counts, then takes
+    longer (up to seconds) than running the whole query.
+    """
+    if _is_postgres(session):
+        session.exec(text("SET LOCAL jit = off"))  # type: ignore[call-overload]
+        session.exec(text("SET LOCAL max_parallel_workers_per_gather = 0"))  # type: ignore[call-overload]
+
+
 # --------------------------------------------------------------------------- overview
 
 
@@ -135,60 +180,79 @@ def overview(
     procedure: str | None = None,
     region: str | None = None,
 ) -> dict[str, Any]:
+    _board_session(session)
     since = period_start(now, period_days)
-    region_expr = _task_region()
+    joined, region_expr = _task_scope(actor)
     task_where = _filters(procedure, region, col(TaskRow.procedure), region_expr)
-
-    open_rows = session.exec(
-        _scoped_tasks(
-            actor,
-            TaskRow.task_id,
-            TaskRow.case_id,
-            TaskRow.procedure,
-            TaskRow.kind,
-            region_expr,
-            TaskRow.sla_state,
-            TaskRow.opened_at,
-        ).where(col(TaskRow.status).in_(OPEN_TASK), *task_where)
-    ).all()
-    done_rows = session.exec(
-        _scoped_tasks(
-            actor,
-            TaskRow.procedure,
-            TaskRow.kind,
-            region_expr,
-            TaskRow.opened_at,
-            TaskRow.completed_at,
-        ).where(
-            TaskRow.status == TaskStatus.done.value,
-            col(TaskRow.completed_at) >= db_time(since),
-            col(TaskRow.completed_at) <= db_time(now),
-            *task_where,
-        )
-    ).all()
+    open_where = [col(TaskRow.status).in_(OPEN_TASK), *task_where]
 
     groups: dict[tuple[str, str | None, str], dict[str, Any]] = {}
 
     def group(key: tuple[str, str | None, str]) -> dict[str, Any]:
         if key not in groups:
-            groups[key] = {"open": _empty_counts(), "oldest": None, "durations": []}
+            groups[key] = {"open": _empty_counts(), "oldest": None, "time": (None, None, 0)}
         return groups[key]
 
-    for task_id, case_id, proc, kind, reg, state, opened_at in open_rows:
-        g = group((proc, reg, kind))
+    # Open tasks: counts by state and the oldest opening time, aggregated in the database.
+    reg = region_expr.label("region")
+    counted = session.exec(
+        _scoped_tasks(
+            actor,
+            TaskRow.procedure,
+            reg,
+            TaskRow.kind,
+            TaskRow.sla_state,
+            func.count(),
+            func.min(TaskRow.opened_at),
+            joined=joined,
+        )
+        .where(*open_where)
+        .group_by(TaskRow.procedure, reg, TaskRow.kind, TaskRow.sla_state)
+    ).all()
+    first: dict[tuple[str, str | None, str], datetime] = {}
+    for proc, reg_v, kind, state, n, opened_at in counted:
+        key = (proc, reg_v, kind)
+        g = group(key)
         if state in g["open"]:
-            g["open"][state] += 1
-        g["open"]["total"] += 1
+            g["open"][state] += n
+        g["open"]["total"] += n
         opened = utc(opened_at)
         assert opened is not None
-        if g["oldest"] is None or opened < g["oldest"][1]:
-            g["oldest"] = (task_id, opened, case_id, state)
-    for proc, kind, reg, opened_at, completed_at in done_rows:
-        span = utc(completed_at) - utc(opened_at)  # type: ignore[operator]
-        group((proc, reg, kind))["durations"].append(span.total_seconds() / 3600)
+        if key not in first or opened < first[key]:
+            first[key] = opened
+    # The oldest task itself: the few open tasks opened at one of those instants.
+    if first:
+        candidates = session.exec(
+            _scoped_tasks(
+                actor,
+                TaskRow.task_id,
+                TaskRow.case_id,
+                TaskRow.procedure,
+                region_expr,
+                TaskRow.kind,
+                TaskRow.sla_state,
+                TaskRow.opened_at,
+                joined=joined,
+            ).where(
+                *open_where,
+                col(TaskRow.opened_at).in_(sorted({db_time(t) for t in first.values()})),
+            )
+        ).all()
+        for task_id, case_id, proc, reg_v, kind, state, opened_at in sorted(
+            candidates, key=lambda r: r[0]
+        ):
+            key = (proc, reg_v, kind)
+            opened = utc(opened_at)
+            if key in groups and groups[key]["oldest"] is None and opened == first.get(key):
+                groups[key]["oldest"] = (task_id, opened, case_id, state)
+
+    for key, time_in_step in _time_in_step(
+        session, actor, joined, region_expr, since, now, task_where
+    ).items():
+        group(key)["time"] = time_in_step
 
     out_groups = []
-    for (proc, reg, step), g in sorted(groups.items(), key=lambda kv: _sort_key(kv[0])):
+    for (proc, reg_v, step), g in sorted(groups.items(), key=lambda kv: _sort_key(kv[0])):
         oldest = None
         if g["oldest"] is not None:
             task_id, opened, case_id, state = g["oldest"]
@@ -199,19 +263,15 @@ def overview(
                 "opened_at": iso(opened),
                 "age_hours": hours(now - opened),
             }
-        durations: list[float] = g["durations"]
+        median, p90, count = g["time"]
         out_groups.append(
             {
                 "procedure": proc,
-                "region": reg,
+                "region": reg_v,
                 "step": step,
                 "open": g["open"],
                 "oldest": oldest,
-                "time_in_step_hours": {
-                    "median": percentile(durations, 0.5),
-                    "p90": percentile(durations, 0.9),
-                    "count": len(durations),
-                },
+                "time_in_step_hours": {"median": median, "p90": p90, "count": count},
             }
         )
 
@@ -223,6 +283,74 @@ def overview(
         **_case_counts(session, actor, procedure, region),
         "breaches_per_day": _breaches_per_day(session, actor, since, now, procedure, region),
     }
+
+
+TimeInStep = tuple[float | None, float | None, int]  # median, p90, count (hours)
+
+
+def _time_in_step(
+    session: Session,
+    actor: Actor,
+    joined: bool,
+    region_expr: Any,
+    since: datetime,
+    now: datetime,
+    task_where: list[ColumnElement[bool]],
+) -> dict[tuple[str, str | None, str], TimeInStep]:
+    """Median and p90 hours from opening to completion of the tasks done in the period."""
+    done_where = [
+        TaskRow.status == TaskStatus.done.value,
+        col(TaskRow.completed_at) >= db_time(since),
+        col(TaskRow.completed_at) <= db_time(now),
+        *task_where,
+    ]
+    reg = region_expr.label("region")
+    out: dict[tuple[str, str | None, str], TimeInStep] = {}
+    if _is_postgres(session):
+        # percentile_cont interpolates linearly between closest ranks, as `percentile` does.
+        span = (
+            cast(extract("epoch", col(TaskRow.completed_at) - col(TaskRow.opened_at)), Float)
+            / 3600.0
+        )
+        rows = session.exec(
+            _scoped_tasks(
+                actor,
+                TaskRow.procedure,
+                reg,
+                TaskRow.kind,
+                func.percentile_cont(0.5).within_group(span),
+                func.percentile_cont(0.9).within_group(span),
+                func.count(),
+                joined=joined,
+            )
+            .where(*done_where)
+            .group_by(TaskRow.procedure, reg, TaskRow.kind)
+        ).all()
+        for proc, reg_v, kind, median, p90, n in rows:
+            out[(proc, reg_v, kind)] = (_round(median), _round(p90), n)
+        return out
+    # Portable fallback (SQLite, the embedded default): percentiles in Python.
+    durations: dict[tuple[str, str | None, str], list[float]] = defaultdict(list)
+    for proc, reg_v, kind, opened_at, completed_at in session.exec(
+        _scoped_tasks(
+            actor,
+            TaskRow.procedure,
+            reg,
+            TaskRow.kind,
+            TaskRow.opened_at,
+            TaskRow.completed_at,
+            joined=joined,
+        ).where(*done_where)
+    ).all():
+        spent = utc(completed_at) - utc(opened_at)  # type: ignore[operator]
+        durations[(proc, reg_v, kind)].append(spent.total_seconds() / 3600)
+    for key, values in durations.items():
+        out[key] = (percentile(values, 0.5), percentile(values, 0.9), len(values))
+    return out
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 2)
 
 
 def _sort_key(key: tuple[str, str | None, str]) -> tuple[str, str, str]:
@@ -265,19 +393,31 @@ def _breaches_per_day(
     procedure: str | None,
     region: str | None,
 ) -> list[dict[str, Any]]:
-    ats = session.exec(
-        select(CaseEventRow.at)
-        .join(CaseRow, col(CaseRow.case_id) == col(CaseEventRow.case_id))
-        .where(
-            policy.case_filter(actor),
-            CaseEventRow.kind == "clock_breached",
-            col(CaseEventRow.at) >= db_time(since),
-            col(CaseEventRow.at) <= db_time(now),
-            *_filters(procedure, region, col(CaseRow.procedure), col(CaseRow.region)),
-        )
-    ).all()
-    # Days are Astana days: a legal deadline ends at 23:59:59 local time.
-    per_day = Counter(utc(at).astimezone(KZ_TZ).date() for at in ats)  # type: ignore[union-attr]
+    where: list[Any] = [
+        CaseEventRow.kind == "clock_breached",
+        col(CaseEventRow.at) >= db_time(since),
+        col(CaseEventRow.at) <= db_time(now),
+    ]
+    case_where = [
+        policy.case_filter(actor),
+        *_filters(procedure, region, col(CaseRow.procedure), col(CaseRow.region)),
+    ]
+    # Every event has its case row: the join is needed only to cut by scope or filter.
+    if any(not isinstance(w, True_) for w in case_where):
+        where += [col(CaseRow.case_id) == col(CaseEventRow.case_id), *case_where]
+    per_day: Counter[date] = Counter()
+    if _is_postgres(session):
+        # Days are Astana days (a fixed UTC offset): a legal deadline ends at 23:59:59 there.
+        offset = KZ_TZ.utcoffset(None)
+        assert offset is not None
+        local_day = cast(func.timezone("UTC", col(CaseEventRow.at)) + offset, Date)
+        for day, n in session.exec(
+            select(local_day, func.count()).where(*where).group_by(local_day)
+        ).all():
+            per_day[day] = n
+    else:
+        for at in session.exec(select(CaseEventRow.at).where(*where)).all():
+            per_day[utc(at).astimezone(KZ_TZ).date()] += 1  # type: ignore[union-attr]
     day = since.astimezone(KZ_TZ).date()
     last = now.astimezone(KZ_TZ).date()
     out = []
@@ -365,16 +505,19 @@ def sla_cases(
     procedure: str | None = None,
     region: str | None = None,
 ) -> dict[str, Any]:
-    stmt = select(CaseRow).where(
+    _board_session(session)
+    where = [
         policy.case_filter(actor),
         col(CaseRow.status).not_in(CLOSED_CASE),
         col(CaseRow.sla_state).in_(_states(state)),
         *_filters(procedure, region, col(CaseRow.procedure), col(CaseRow.region)),
-    )
-    total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
+    ]
+    total = session.exec(select(func.count()).select_from(CaseRow).where(*where)).one()
     # Earliest deadline first is the most overdue first; cases without one go last.
     rows = session.exec(
-        stmt.order_by(col(CaseRow.deadline).is_(None), col(CaseRow.deadline), col(CaseRow.case_id))
+        select(CaseRow)
+        .where(*where)
+        .order_by(col(CaseRow.deadline).nulls_last(), col(CaseRow.case_id))
         .offset(offset)
         .limit(limit)
     ).all()
@@ -411,29 +554,23 @@ def sla_tasks(
     procedure: str | None = None,
     region: str | None = None,
 ) -> dict[str, Any]:
-    region_expr = _task_region()
-    stmt = _scoped_tasks(actor, TaskRow, CaseRow.region).where(
+    _board_session(session)
+    joined, region_expr = _task_scope(actor)
+    where = [
         col(TaskRow.status).in_(OPEN_TASK),
         col(TaskRow.sla_state).in_(_states(state)),
         *_filters(procedure, region, col(TaskRow.procedure), region_expr),
-    )
-    total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
+    ]
+    total = session.exec(_scoped_tasks(actor, func.count(), joined=joined).where(*where)).one()
     rows = session.exec(
-        stmt.order_by(
-            col(TaskRow.due_at).is_(None),
-            col(TaskRow.due_at),
-            col(TaskRow.opened_at),
-            col(TaskRow.task_id),
-        )
+        _scoped_tasks(actor, TaskRow, region_expr, joined=joined)
+        .where(*where)
+        .order_by(col(TaskRow.due_at).nulls_last(), col(TaskRow.opened_at), col(TaskRow.task_id))
         .offset(offset)
         .limit(limit)
     ).all()
     clocks = _live_clocks(session, (t.case_id for t, _ in rows))
-    forecasts = (
-        {f["task_id"]: f for f in forecast(session, actor, now=now, window_days=window_days)}
-        if rows
-        else {}
-    )
+    forecasts = _page_forecast(session, actor, [t for t, _ in rows], now, window_days)
     items = []
     for t, case_region in rows:
         live = clocks.get(t.case_id, [])
@@ -443,7 +580,7 @@ def sla_tasks(
                 "task_id": t.task_id,
                 "case_id": t.case_id,
                 "procedure": t.procedure,
-                "region": t.region or case_region,
+                "region": case_region,
                 "kind": t.kind,
                 "title": t.title,
                 "status": t.status,
@@ -455,7 +592,7 @@ def sla_tasks(
                 **_urgency(t.due_at, now),
                 **_explained(_driving_clock(live, t.due_at)),
                 "clocks": [_clock_view(c) for c in live],
-                "forecast": _forecast_brief(fc) if fc else None,
+                "forecast": fc,
             }
         )
     return {"total": total, "limit": limit, "offset": offset, "items": items}
@@ -494,6 +631,141 @@ def _rate(x: float) -> str:
     return f"{x:.3g}"
 
 
+def _queue_rate(
+    key: QueueKey,
+    regional: dict[QueueKey, int],
+    national: dict[tuple[str, str], int],
+    window_days: int,
+) -> tuple[float | None, str | None]:
+    window_h = window_days * 24.0
+    done_here = regional.get(key, 0)
+    done_nationally = national.get((key[0], key[1]), 0)
+    if done_here:
+        return done_here / window_h, "region"
+    if done_nationally:
+        return done_nationally / window_h, "national"
+    return None, None
+
+
+def _outlook(
+    now: datetime,
+    position: int,
+    queue_length: int,
+    due_at: datetime | None,
+    rate: float | None,
+    rate_scope: str | None,
+) -> dict[str, Any]:
+    """A task's place in its queue and whether the queue's pace gets it done before due."""
+    item: dict[str, Any] = {
+        "position": position,
+        "ahead": position - 1,
+        "queue_length": queue_length,
+        "throughput_per_hour": round(rate, 4) if rate else None,
+        "throughput_scope": rate_scope,
+        "expected_completion": None,
+        "likely_breach": None,
+    }
+    ahead = f"{position - 1} task{'' if position == 2 else 's'} ahead"
+    if rate is None:
+        item["reason"] = "no recent throughput"
+    elif due_at is None:
+        item["reason"] = f"{ahead}; the task has no due time"
+    else:
+        # The task itself has to be worked too, hence its 1-based position.
+        needed = timedelta(hours=position / rate)
+        expected = now + needed
+        item["expected_completion"] = iso(expected)
+        item["likely_breach"] = expected > due_at
+        left = hours(due_at - now)
+        due_text = f"due in {left:.1f} h" if left >= 0 else f"overdue by {-left:.1f} h"
+        national_note = " (national rate)" if rate_scope == "national" else ""
+        item["reason"] = (
+            f"{ahead}, {_rate(rate)} tasks/h{national_note} → done in "
+            f"~{hours(needed):.1f} h, {due_text}"
+        )
+    return item
+
+
+def _page_forecast(
+    session: Session, actor: Actor, tasks: Sequence[TaskRow], now: datetime, window_days: int
+) -> dict[str, dict[str, Any]]:
+    """`forecast`'s verdict for a page of tasks, without reading every open task.
+
+    A task's position is its row number in its queue (the open tasks in the caller's scope
+    with its procedure, step, region and consulate, in due order, equal or missing due
+    times in arrival order): the database numbers the queues of the page in index order.
+    """
+    if not tasks:
+        return {}
+    joined, _ = _task_scope(actor)
+    open_task = col(TaskRow.status).in_(OPEN_TASK)
+
+    def same(column: Any, value: str | None) -> ColumnElement[bool]:
+        return column.is_(None) if value is None else column == value  # type: ignore[no-any-return]
+
+    def in_queue(t: TaskRow) -> list[ColumnElement[bool]]:
+        return [
+            open_task,
+            col(TaskRow.procedure) == t.procedure,
+            col(TaskRow.kind) == t.kind,
+            same(col(TaskRow.region), t.region),
+            same(col(TaskRow.consulate), t.consulate),
+        ]
+
+    def ahead_of(t: TaskRow) -> ColumnElement[bool]:
+        # Work order: due time (missing last), then opening time, then id.
+        mine = tuple_(db_time(t.opened_at), t.task_id)
+        if t.due_at is None:
+            return or_(
+                col(TaskRow.due_at).is_not(None),
+                tuple_(col(TaskRow.opened_at), col(TaskRow.task_id)) < mine,
+            )
+        return tuple_(col(TaskRow.due_at), col(TaskRow.opened_at), col(TaskRow.task_id)) < (
+            tuple_(db_time(t.due_at), *mine.clauses)
+        )
+
+    # The page is the most overdue first, so its tasks sit near the front of their queues:
+    # each position is a short range count over the queue index, all in one statement.
+    ahead = session.exec(
+        select(
+            *(
+                _scoped_tasks(actor, func.count(), joined=joined)
+                .where(*in_queue(t), ahead_of(t))
+                .scalar_subquery()
+                for t in tasks
+            )
+        )
+    ).one()
+    queue = (TaskRow.procedure, TaskRow.kind, TaskRow.region, TaskRow.consulate)
+    lengths: dict[QueueKey, int] = {
+        (proc, kind, reg, consulate): n
+        for proc, kind, reg, consulate, n in session.exec(
+            _scoped_tasks(actor, *queue, func.count(), joined=joined)
+            .where(
+                open_task,
+                col(TaskRow.procedure).in_(sorted({t.procedure for t in tasks})),
+                col(TaskRow.kind).in_(sorted({t.kind for t in tasks})),
+            )
+            .group_by(*queue)
+        ).all()
+    }
+    places = {
+        t.task_id: (n + 1, lengths.get((t.procedure, t.kind, t.region, t.consulate), 0))
+        for t, n in zip(tasks, ahead, strict=True)
+    }
+    regional, national = _throughput(session, now, window_days)
+    out = {}
+    for t in tasks:
+        if t.task_id not in places:
+            continue
+        position, length = places[t.task_id]
+        rate, rate_scope = _queue_rate(
+            (t.procedure, t.kind, t.region, t.consulate), regional, national, window_days
+        )
+        out[t.task_id] = _outlook(now, position, length, utc(t.due_at), rate, rate_scope)
+    return out
+
+
 def forecast(
     session: Session,
     actor: Actor,
@@ -504,6 +776,7 @@ def forecast(
     region: str | None = None,
 ) -> list[dict[str, Any]]:
     """Every open task in scope with its queue position and whether it will likely breach."""
+    _board_session(session)
     region_expr = _task_region()
     rows = session.exec(
         _scoped_tasks(
@@ -529,20 +802,12 @@ def forecast(
     for row in rows:
         queues[(row[2], row[3], row[4], row[6])].append(row)
     regional, national = _throughput(session, now, window_days)
-    window_h = window_days * 24.0
 
     ranked: list[tuple[Any, dict[str, Any]]] = []
     for key, queue in queues.items():
         # A queue is worked in due order; equal or missing due times in arrival order.
         queue.sort(key=lambda r: (utc(r[9]) or far, utc(r[10]), r[0]))
-        done_here = regional.get(key, 0)
-        done_nationally = national.get((key[0], key[1]), 0)
-        if done_here:
-            rate, rate_scope = done_here / window_h, "region"
-        elif done_nationally:
-            rate, rate_scope = done_nationally / window_h, "national"
-        else:
-            rate, rate_scope = None, None
+        rate, rate_scope = _queue_rate(key, regional, national, window_days)
         for position, r in enumerate(queue, start=1):
             task_id, case_id, proc, kind, reg, case_reg, consulate, status, state, due, opened = r
             due_at = utc(due)
@@ -557,51 +822,13 @@ def forecast(
                 "sla_state": state,
                 "opened_at": iso(opened),
                 "due_at": iso(due_at),
-                "position": position,
-                "ahead": position - 1,
-                "queue_length": len(queue),
-                "throughput_per_hour": round(rate, 4) if rate else None,
-                "throughput_scope": rate_scope,
-                "expected_completion": None,
-                "likely_breach": None,
+                **_outlook(now, position, len(queue), due_at, rate, rate_scope),
             }
-            ahead = f"{position - 1} task{'' if position == 2 else 's'} ahead"
-            if rate is None:
-                item["reason"] = "no recent throughput"
-            elif due_at is None:
-                item["reason"] = f"{ahead}; the task has no due time"
-            else:
-                # The task itself has to be worked too, hence its 1-based position.
-                needed = timedelta(hours=position / rate)
-                expected = now + needed
-                item["expected_completion"] = iso(expected)
-                item["likely_breach"] = expected > due_at
-                left = hours(due_at - now)
-                due_text = f"due in {left:.1f} h" if left >= 0 else f"overdue by {-left:.1f} h"
-                national_note = " (national rate)" if rate_scope == "national" else ""
-                item["reason"] = (
-                    f"{ahead}, {_rate(rate)} tasks/h{national_note} → done in "
-                    f"~{hours(needed):.1f} h, {due_text}"
-                )
             # Likely breaches first, then by due time: what a supervisor should move first.
             rank = (item["likely_breach"] is not True, due_at or far, utc(opened), task_id)
             ranked.append((rank, item))
     ranked.sort(key=lambda pair: pair[0])
     return [item for _, item in ranked]
-
-
-def _forecast_brief(f: dict[str, Any]) -> dict[str, Any]:
-    keys = (
-        "position",
-        "ahead",
-        "queue_length",
-        "throughput_per_hour",
-        "throughput_scope",
-        "expected_completion",
-        "likely_breach",
-        "reason",
-    )
-    return {k: f[k] for k in keys}
 
 
 # --------------------------------------------------------------------------- event stream

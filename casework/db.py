@@ -12,13 +12,42 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint, event
+from sqlalchemy import JSON, Column, Index, UniqueConstraint, event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, create_engine
+
+from casework.contracts import CLOSED_STATUSES
+
+# Partial-index predicates of the SLA board's indexes (api/sla.py): open tasks, done tasks,
+# open cases, cases at risk or breached. PostgreSQL uses an index when the query's WHERE
+# implies its predicate; SQLite (small, embedded) simply keeps them small.
+_OPEN_TASK = text("status IN ('open', 'claimed')")
+_DONE_TASK = text("status = 'done'")
+_OPEN_CASE = text(
+    "status NOT IN (" + ", ".join(f"'{s.value}'" for s in sorted(CLOSED_STATUSES)) + ")"
+)
+_SLA_CASE = text("sla_state IN ('at_risk', 'breached')")
+_SLA_TASK = text("status IN ('open', 'claimed') AND sla_state IN ('at_risk', 'breached')")
+
+
+def _partial(name: str, where: Any, *columns: str) -> Index:
+    return Index(name, *columns, postgresql_where=where, sqlite_where=where)
 
 
 class CaseRow(SQLModel, table=True):
     __tablename__ = "case_file"
+    __table_args__ = (
+        # SLA board: open cases by procedure, region and state (counts, index-only).
+        _partial("ix_case_file_open_sla", _OPEN_CASE, "procedure", "region", "sla_state"),
+        # SLA board: cases at risk or breached, most overdue first (list and count).
+        _partial(
+            "ix_case_file_sla_due",
+            _SLA_CASE,
+            "deadline", "case_id", "sla_state", "status", "region", "procedure",
+        ),
+        # Joins from tasks and events to their case's scope without reading the case row.
+        Index("ix_case_file_scope", "case_id", "region", "procedure"),
+    )  # fmt: skip
     case_id: str = Field(primary_key=True)
     procedure: str = Field(index=True)
     ruleset_version: str
@@ -42,7 +71,31 @@ class CaseRow(SQLModel, table=True):
 
 class TaskRow(SQLModel, table=True):
     __tablename__ = "task"
-    __table_args__ = (Index("ix_task_inbox", "status", "region", "due_at"),)
+    __table_args__ = (
+        Index("ix_task_inbox", "status", "region", "due_at"),
+        # SLA board: open tasks at risk or breached, most overdue first (list and count).
+        _partial(
+            "ix_task_sla_due",
+            _SLA_TASK,
+            "due_at", "opened_at", "task_id", "sla_state", "region", "procedure", "kind",
+            "case_id",
+        ),
+        # SLA board: open tasks by queue (procedure, step, region, consulate) in work order.
+        _partial(
+            "ix_task_open_queue",
+            _OPEN_TASK,
+            "procedure", "kind", "region", "consulate", "due_at", "opened_at", "task_id",
+            "sla_state", "case_id",
+        ),
+        # SLA board: the oldest open task of a group.
+        _partial("ix_task_open_opened", _OPEN_TASK, "opened_at", "task_id"),
+        # SLA board: tasks done in a period (time in step, throughput), index-only.
+        _partial(
+            "ix_task_done",
+            _DONE_TASK,
+            "completed_at", "procedure", "kind", "region", "consulate", "opened_at", "case_id",
+        ),
+    )  # fmt: skip
     task_id: str = Field(primary_key=True)
     case_id: str = Field(index=True)
     procedure: str
@@ -83,7 +136,11 @@ class ClockRow(SQLModel, table=True):
 
 class CaseEventRow(SQLModel, table=True):
     __tablename__ = "case_event"
-    __table_args__ = (UniqueConstraint("case_id", "seq"),)
+    __table_args__ = (
+        UniqueConstraint("case_id", "seq"),
+        # SLA board: clock breaches per day in a period, index-only.
+        Index("ix_case_event_kind_at", "kind", "at", "case_id"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     case_id: str = Field(index=True)
     seq: int

@@ -621,3 +621,41 @@ async def test_metrics_expose_the_read_model(board: Board) -> None:
     assert value(f"{hist}_bucket", le="24.0", **decision) == 2
     assert value(f"{hist}_count", **decision) == 3
     assert value(f"{hist}_sum", **decision) == pytest.approx(52)
+
+
+async def test_overview_figures_equal_a_recount_of_the_seeded_rows(board: Board) -> None:
+    """The aggregates computed in the database match a plain recount of the seed, per scope."""
+    for who, regions in (
+        (board.token("supervisor"), {AST, ALM}),
+        (board.token("supervisor", region=AST), {AST}),
+        (board.token("supervisor", region=ALM), {ALM}),
+    ):
+        body = await board.get("/sla/overview", who)
+        national = len(regions) == 2
+        want: dict[tuple[str, str, str], Counter[str]] = {}
+        oldest: dict[tuple[str, str, str], tuple[float, str]] = {}
+        for task_id, (case_id, proc, kind, region, state, opened_h, _) in OPEN_TASKS.items():
+            # A consular task counts in its case's region, and only on the national board.
+            reg = region or CASES[case_id][1]
+            if reg not in regions or (region is None and not national):
+                continue
+            want.setdefault((proc, reg, kind), Counter())[state] += 1
+            if (proc, reg, kind) not in oldest or opened_h > oldest[(proc, reg, kind)][0]:
+                oldest[(proc, reg, kind)] = (opened_h, task_id)
+        got = groups_by_key(body)
+        for key, counts in want.items():
+            assert got[key]["open"] == {
+                s: counts[s] for s in ("on_track", "at_risk", "breached", "suspended")
+            } | {"total": sum(counts.values())}
+            assert got[key]["oldest"]["task_id"] == oldest[key][1]
+        open_cases = Counter(
+            state
+            for proc, reg, status, state, _ in CASES.values()
+            if reg in regions and status not in {"issued", "refused"}
+        )
+        assert body["cases"]["total"] == sum(open_cases.values())
+        for state in ("on_track", "at_risk", "breached", "suspended"):
+            assert body["cases"][state] == open_cases[state]
+        since = datetime.fromisoformat(body["period"]["from"])
+        got_days = {d["day"]: d["count"] for d in body["breaches_per_day"] if d["count"]}
+        assert got_days == breaches_by_day(board, regions, since)
