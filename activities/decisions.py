@@ -176,6 +176,8 @@ class DecisionActivities:
             appeal_route_ru=rules.appeal_route_ru,
             appeal_deadline=row.appeal_deadline,
         )
+        # Written in the render process pool: this thread waits with the GIL released. If a
+        # render process dies this raises (retryable); the retry reuses the row and number.
         pdf = self.renderer.render_pdf(ctx)
         sha = hashlib.sha256(pdf).hexdigest()
         folder = self.document_dir / row.issued_at.strftime("%Y/%m")

@@ -4,6 +4,14 @@ The decision step renders the PDF, hashes it, stores it and registers it; this m
 turns a `DecisionRequest` plus its register data into a document, and derives the
 verification code printed on it.
 
+WeasyPrint holds the GIL for the whole render (0.1-0.3 s of CPU), and so would the QR
+code (5 ms), so rendering on the worker's activity threads would delay its workflow tasks.
+Documents are therefore rendered in a small process pool (one per worker process, created
+on first use, `nproc - 1` processes at nice 10, so one core stays for the worker's event
+loop): the activity thread hands the context over and waits for the PDF bytes with the GIL
+released. A render process that dies breaks the pool; it is replaced and the render fails
+with the retryable `RenderProcessCrashed`, so the (idempotent) decision step is retried.
+
 Subject lines (`DecisionRequest.subject`) are printed in both language sections. A label
 written as "kk label / ru label" is split, so each section shows its own language; any
 other label is printed as given.
@@ -11,12 +19,19 @@ other label is printed as given.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, date, datetime, timedelta, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import segno
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -31,6 +46,9 @@ TEMPLATE_NAME = "decision.html"
 # Kazakhstan has kept one time zone, UTC+5, since 1 March 2024. A fixed offset keeps the
 # printed dates independent of the tz database installed on the worker.
 KZ_TIME = timezone(timedelta(hours=5), "UTC+5")
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class IncompleteDecisionError(ValueError):
@@ -130,6 +148,134 @@ def label_in(label: str, lang: str) -> str:
     return parts[0] if lang == "kk" else parts[1]
 
 
+# --------------------------------------------------------------------------- render processes
+
+
+class RenderProcessCrashed(RuntimeError):
+    """A render process died mid-render (the pool is replaced already): retry the step."""
+
+
+def write_pdf(html: str, base_url: str) -> bytes:
+    """HTML to PDF with WeasyPrint, in the calling thread (blocking, holds the GIL)."""
+    # Imported here so that code needing only the context or the digest (API, tests,
+    # workflow sandbox pass-through) does not load WeasyPrint, Pango and fontconfig.
+    from weasyprint import HTML
+
+    pdf = HTML(string=html, base_url=base_url).write_pdf()
+    if pdf is None:  # only when a target file is given, which we never do
+        raise RuntimeError("WeasyPrint returned no PDF bytes")
+    return bytes(pdf)
+
+
+def render_pool_size() -> int:
+    """One process per core but one: that core stays for the worker's event loop."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def _exit_with_owner() -> None:
+    # The worker leaves with os._exit (no atexit, no pool shutdown). Our parent is the
+    # forkserver, which outlives the worker while we run: watch the worker itself (its
+    # end of the pipe multiprocessing gave us closes when it dies) and leave with it.
+    owner = multiprocessing.parent_process()
+    if owner is not None:
+        owner.join()
+        os._exit(0)
+
+
+def _init_render_process() -> None:
+    """Runs once in each render process: low CPU priority, WeasyPrint loaded and warm."""
+    os.nice(10)  # the worker's event loop and the Temporal server come first
+    threading.Thread(target=_exit_with_owner, name="owner-watch", daemon=True).start()
+    try:  # import WeasyPrint and load the fonts now, not during the first decision
+        write_pdf("<p>Қазақстан Республикасы / Республика Казахстан</p>", ".")
+    except Exception:  # noqa: BLE001 - a failing initializer breaks the pool; let the render say why
+        pass
+
+
+def _ready() -> bool:
+    return True
+
+
+_pool: ProcessPoolExecutor | None = None
+_pool_pid = 0  # the process that created _pool: a forked child must not use its parent's
+_pool_lock = threading.Lock()
+_atexit_registered = False
+
+
+def _mp_context() -> multiprocessing.context.BaseContext:
+    # Never fork: the worker has SDK, gRPC and activity threads running.
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def _new_pool() -> ProcessPoolExecutor:
+    global _atexit_registered
+    pool = ProcessPoolExecutor(
+        max_workers=render_pool_size(),
+        mp_context=_mp_context(),
+        initializer=_init_render_process,
+    )
+    if not _atexit_registered:
+        atexit.register(shutdown_render_pool)
+        _atexit_registered = True
+    return pool
+
+
+def render_pool() -> ProcessPoolExecutor:
+    """This process's render pool, created on first use (thread-safe)."""
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():
+            _pool, _pool_pid = _new_pool(), os.getpid()
+        return _pool
+
+
+def warm_render_pool(wait: bool = True) -> None:
+    """Start (and warm) the render processes now rather than at the first decision."""
+    pool = render_pool()
+    futures = [pool.submit(_ready) for _ in range(render_pool_size())]
+    if wait:
+        for f in futures:
+            f.result()
+
+
+def _replace_broken_pool(broken: ProcessPoolExecutor) -> None:
+    """Put a fresh pool in place of `broken`, unless another thread did so already."""
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is not broken:
+            return
+        _pool, _pool_pid = _new_pool(), os.getpid()
+        fresh = _pool
+    broken.shutdown(wait=False, cancel_futures=True)
+    fresh.submit(_ready)  # starts a render process while the activity backs off
+
+
+def shutdown_render_pool() -> None:
+    """Stop the render processes (registered with atexit when the pool is created)."""
+    global _pool
+    with _pool_lock:
+        pool, _pool = _pool, None
+    if pool is not None and _pool_pid == os.getpid():
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def in_render_pool(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """`fn(*args)` in a render process; this thread waits with the GIL released.
+
+    `fn`, its arguments and its result must pickle. Raises `RenderProcessCrashed` if a
+    render process died (the pool is replaced first).
+    """
+    pool = render_pool()
+    try:
+        return pool.submit(fn, *args, **kwargs).result()
+    except BrokenProcessPool as exc:
+        _replace_broken_pool(pool)
+        raise RenderProcessCrashed(
+            "a render process died; the render pool was replaced, retry the decision step"
+        ) from exc
+
+
 # --------------------------------------------------------------------------- renderer
 
 
@@ -159,10 +305,15 @@ def _check_complete(ctx: DocumentContext) -> None:
 
 
 class DocumentRenderer:
-    """Renders decision documents; one instance per worker, safe to share across threads."""
+    """Renders decision documents; one instance per worker, safe to share across threads.
 
-    def __init__(self, template_dir: Path | None = None) -> None:
+    `process_pool=False` writes the PDF on the calling thread instead of in this
+    process's render pool (holding the GIL meanwhile).
+    """
+
+    def __init__(self, template_dir: Path | None = None, *, process_pool: bool = True) -> None:
         self.template_dir = (template_dir or DEFAULT_TEMPLATE_DIR).resolve()
+        self.process_pool = process_pool
         # Applicant text (names, reasoning, objections) is data, never markup.
         self.env = Environment(
             loader=FileSystemLoader(self.template_dir),
@@ -190,13 +341,34 @@ class DocumentRenderer:
         )
 
     def render_pdf(self, ctx: DocumentContext) -> bytes:
-        """Blocking (0.2-0.3 s of CPU warm): call it from a sync activity on a thread pool."""
-        # Imported here so that code needing only the context or the digest (API, tests,
-        # workflow sandbox pass-through) does not load WeasyPrint, Pango and fontconfig.
-        from weasyprint import HTML
+        """Blocking: call it from a sync activity on a thread pool.
 
-        html = self.render_html(ctx)
-        pdf = HTML(string=html, base_url=str(self.template_dir)).write_pdf()
-        if pdf is None:  # only when a target file is given, which we never do
-            raise RuntimeError("WeasyPrint returned no PDF bytes")
-        return bytes(pdf)
+        In the render pool (unless `process_pool` is off), this thread only waits: the
+        whole document (HTML with its QR code, 5 ms; PDF, 0.1-0.3 s of CPU) is rendered
+        there. A subclass gets its own `render_html` called here, and only the PDF written
+        in the pool. Raises `RenderProcessCrashed` (retryable) if a render process died.
+        """
+        if not self.process_pool:
+            return write_pdf(self.render_html(ctx), str(self.template_dir))
+        if type(self) is DocumentRenderer:
+            _check_complete(ctx)  # fail here, without a round trip
+            return in_render_pool(_render_in_child, self.template_dir, ctx)
+        return in_render_pool(write_pdf, self.render_html(ctx), str(self.template_dir))
+
+    def warm(self) -> None:
+        """Start the render processes now (e.g. before the worker polls): optional."""
+        if self.process_pool:
+            warm_render_pool()
+
+
+_child_renderers: dict[Path, DocumentRenderer] = {}
+
+
+def _render_in_child(template_dir: Path, ctx: DocumentContext) -> bytes:
+    """Runs in a render process: one in-thread renderer per template folder."""
+    renderer = _child_renderers.get(template_dir)
+    if renderer is None:
+        renderer = _child_renderers[template_dir] = DocumentRenderer(
+            template_dir, process_pool=False
+        )
+    return renderer.render_pdf(ctx)

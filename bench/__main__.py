@@ -47,10 +47,6 @@ EXPERIMENTS: dict[str, dict[str, str]] = {
         "api_module": "bench.experiments.api_short_sessions",
         "what": "API sessions give their DB connection back before awaiting Temporal",
     },
-    "process-render": {
-        "worker_module": "bench.experiments.worker_process_render",
-        "what": "decision PDFs rendered in a process pool instead of on the worker's threads",
-    },
     "two-workers": {
         "workers": "2",
         "what": "two engine worker processes on the task queue instead of one",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from typing import Any
 
@@ -100,3 +101,20 @@ def mean_breakdown(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
     out["cases"] = n
     return out
+
+
+def local_activity(ev: Any) -> tuple[str, float] | None:
+    """A local activity's type and completion time, from its marker event (else None)."""
+    attrs = ev.marker_recorded_event_attributes
+    if attrs.marker_name != "core_local_activity" or "data" not in attrs.details:
+        return None
+    data = json.loads(attrs.details["data"].payloads[0].data)
+    done = data.get("complete_time") or {}
+    at = float(done.get("seconds", 0)) + float(done.get("nanos", 0)) / 1e9
+    return str(data.get("activity_type", "")), at
+
+
+def local_activity_done(ev: Any, activity_type: str) -> float | None:
+    """When a local activity of that type completed, or None."""
+    found = local_activity(ev)
+    return found[1] if found and found[0] == activity_type else None

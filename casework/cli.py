@@ -42,6 +42,10 @@ def cmd_worker(args: argparse.Namespace) -> None:
     async def run() -> None:
         client = await connect(settings, metrics=True)
         worker, pool = build_worker(client, settings)
+        # Decision PDFs render in a process pool: start it now, not in the first decision.
+        from activities.documents import warm_render_pool
+
+        await asyncio.to_thread(warm_render_pool)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -22,6 +22,7 @@ from temporalio.api.enums.v1 import EventType
 
 from bench.bare import BareIdle
 from bench.common import Api, Ctx, ScenarioResult, closed_loop, log, new_bin, row_from_runs
+from bench.histories import local_activity
 from bench.stack import BARE_QUEUE
 from bench.stats import summary_ms
 
@@ -158,8 +159,16 @@ def _server_path(events: list[Any]) -> dict[str, Any]:
             name = ev.activity_task_scheduled_event_attributes.activity_type.name
             sched[ev.event_id] = name
             acts += 1
+        local = local_activity(ev) if ev.event_type == E.EVENT_TYPE_MARKER_RECORDED else None
+        if local:
+            acts += 1
+            sched[ev.event_id] = local[0]
+        name = ""
         if ev.event_type == E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             name = sched.get(ev.activity_task_completed_event_attributes.scheduled_event_id, "")
+        elif local:
+            name, t = local
+        if name:
             if name == "project_task":
                 project_tasks += 1
                 if project_tasks == 2:  # 1: task done; 2: the decision task opened

@@ -26,6 +26,7 @@ from sqlalchemy import text
 from temporalio.api.enums.v1 import EventType
 
 from bench.common import Api, Ctx, ScenarioResult, closed_loop, log, new_bin, row_from_runs
+from bench.histories import local_activity_done
 from bench.shape import REPO
 from bench.stats import rnd, summary_ms
 
@@ -101,6 +102,12 @@ def _history_times(events: list[Any]) -> dict[str, float] | None:
             sid = ev.activity_task_completed_event_attributes.scheduled_event_id
             if sched.get(sid) == "project_clock" and "projection_completed" not in out:
                 out["projection_completed"] = t
+        elif (
+            ev.event_type == E.EVENT_TYPE_MARKER_RECORDED
+            and "projection_completed" not in out
+            and (done := local_activity_done(ev, "project_clock")) is not None
+        ):
+            out["projection_completed"] = done  # a local activity: its own completion time
     return out
 
 
