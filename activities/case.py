@@ -22,7 +22,6 @@ from sqlmodel import Session, select
 from temporalio import activity
 
 from activities import quota as ledger
-from activities.readmodel_sql import insert_once, upsert
 from activities.registries import PaymentGateway, Registries
 from casework.calendar import compute_deadline, load_calendar, remaining_working_days
 from casework.contracts import (
@@ -50,6 +49,7 @@ from casework.contracts import (
 )
 from casework.db import CaseEventRow, CaseRow, ClockRow, NotificationRow, TaskRow
 from casework.projection import case_row_values
+from casework.readmodel_sql import insert_once, upsert
 from casework.rules import load_rules
 from casework.timeline import seal
 from casework.writer import serialized_writes

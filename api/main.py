@@ -10,6 +10,7 @@ from temporalio.client import Client
 
 from api import errors
 from api.admission import Admission
+from api.registrar import Registrar
 from api.routes import (
     audit,
     calendar,
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.client = client or await connect(settings)
         yield
+        await app.state.registrar.close()
 
     app = FastAPI(
         title="Kazakhstan migration casework engine",
@@ -48,6 +50,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     app.state.admission = Admission(settings.api_max_in_flight, settings.api_admission_wait)
     app.state.engine = get_engine(settings.effective_database_url)
     create_all(app.state.engine)
+    app.state.registrar = Registrar(app.state.engine)
     errors.install(app)
     for module in (procedures, cases, tasks, calendar, decisions, quotas, payments, audit, sla):
         app.include_router(module.router, prefix="/api/v1")

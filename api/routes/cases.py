@@ -10,8 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, func, select
+from sqlmodel import col, func, select
 from starlette.concurrency import run_in_threadpool
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.common import (
@@ -43,7 +42,6 @@ from casework.kandas import CitizenshipGranted, ExtensionRequest, KandasApplicat
 from casework.projection import case_row_values
 from casework.regions import Region
 from casework.rules import list_rulesets, load_rules
-from casework.writer import serialized_writes
 from workflows.case_base import CaseWorkflowBase
 from workflows.kandas_status import KandasStatusWorkflow
 from workflows.kandas_status import registration_projection as kandas_registration
@@ -83,17 +81,6 @@ def _summary(p: CaseProjection) -> CaseSummary:
         ruleset_version=p.ruleset_version,
         request_hash=p.request_hash,
     )
-
-
-def _register(engine: Any, p: CaseProjection) -> None:
-    """Write the registration row (rev 0); the workflow's own projection may already be
-    there (it is newer: leave it)."""
-    with serialized_writes(engine), Session(engine) as s:
-        s.add(CaseRow(**case_row_values(p)))
-        try:
-            s.commit()
-        except IntegrityError:
-            s.rollback()
 
 
 async def _start(
@@ -141,7 +128,7 @@ async def _start(
     except RPCError as exc:
         raise from_temporal(exc) from exc
     else:
-        await run_in_threadpool(_register, request.app.state.engine, filed)
+        await request.app.state.registrar.register(case_row_values(filed))
         summary = _summary(filed)
     if summary.request_hash != start.request_hash:
         raise Problem(
