@@ -32,7 +32,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
-from casework.binaries import temporal_cli
+from casework.binaries import DEV_SERVER_TUNING, temporal_cli
 from casework.settings import Settings
 from workflows.search_attributes import cli_flags
 
@@ -221,7 +221,7 @@ class BenchStack:
                 temporal_cli(), "server", "start-dev",
                 "--ip", "127.0.0.1", "--port", str(self.temporal_port), "--headless",
                 "--db-filename", str(self.data_dir / "temporal.db"),
-                "--sqlite-pragma", "journal_mode=WAL", "--sqlite-pragma", "synchronous=NORMAL",
+                *DEV_SERVER_TUNING,
                 "--log-level", "warn",
                 *cli_flags(),
             ],

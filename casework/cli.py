@@ -89,7 +89,7 @@ def _wait_port(host: str, port: int, what: str, timeout: float = 60) -> None:
 
 
 def temporal_dev_server_args(settings: Settings, port: int, ui_port: int) -> list[str]:
-    from casework.binaries import temporal_cli
+    from casework.binaries import DEV_SERVER_TUNING, temporal_cli
     from workflows.search_attributes import cli_flags
 
     db = (settings.data_dir / "temporal.db").resolve()
@@ -97,8 +97,7 @@ def temporal_dev_server_args(settings: Settings, port: int, ui_port: int) -> lis
         temporal_cli(), "server", "start-dev",
         "--ip", "127.0.0.1", "--port", str(port), "--ui-port", str(ui_port),
         "--db-filename", str(db),
-        # WAL roughly doubles the dev server's throughput on this kind of machine.
-        "--sqlite-pragma", "journal_mode=WAL", "--sqlite-pragma", "synchronous=NORMAL",
+        *DEV_SERVER_TUNING,
         "--log-level", "warn", "--ui-disable-news-fetch",
         *cli_flags(),
     ]  # fmt: skip

@@ -18,7 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.quota import ensure_quota
 from api.auth import mint_token
 from api.main import create_app
-from casework.binaries import temporal_cli
+from casework.binaries import DEV_SERVER_TUNING, temporal_cli
 from casework.contracts import Actor, Role
 from casework.db import create_all, get_engine
 from casework.regions import Region
@@ -33,12 +33,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter,
         dev_server_existing_path=temporal_cli(),
         search_attributes=ALL_KEYS,
-        dev_server_extra_args=[
-            "--sqlite-pragma",
-            "journal_mode=WAL",
-            "--sqlite-pragma",
-            "synchronous=NORMAL",
-        ],
+        dev_server_extra_args=DEV_SERVER_TUNING,
     )
     yield env
     await env.shutdown()

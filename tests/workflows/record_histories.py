@@ -28,7 +28,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.quota import ensure_quota
-from casework.binaries import temporal_cli, temporal_test_server
+from casework.binaries import DEV_SERVER_TUNING, temporal_cli, temporal_test_server
 from casework.contracts import PaymentReceived, SubmitObjection, TaskKind
 from casework.db import create_all, get_engine
 from casework.runtime import build_worker
@@ -180,6 +180,7 @@ async def main() -> None:
         data_converter=pydantic_data_converter,
         dev_server_existing_path=temporal_cli(),
         search_attributes=ALL_KEYS,
+        dev_server_extra_args=DEV_SERVER_TUNING,
     )
     worker, pool = build_worker(env.client, settings)
     async with worker:
