@@ -47,9 +47,9 @@ EXPERIMENTS: dict[str, dict[str, str]] = {
         "api_module": "bench.experiments.api_short_sessions",
         "what": "API sessions give their DB connection back before awaiting Temporal",
     },
-    "two-workers": {
-        "workers": "2",
-        "what": "two engine worker processes on the task queue instead of one",
+    "one-worker": {
+        "workers": "1",
+        "what": "one engine worker process (before: the engine runs one per CPU)",
     },
 }
 # Scenarios that disturb the stack for a while (breach storms, overload) run last.

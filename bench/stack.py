@@ -129,7 +129,9 @@ class BenchStack:
     # Experiments (bench/experiments): a module run instead of `casework.cli api|worker`.
     api_module: str | None = None
     worker_module: str | None = None
-    workers: int = 1  # engine worker processes on the task queue (experiment two-workers)
+    # Engine worker processes on the task queue: as `casework up` runs them (one per CPU;
+    # experiment one-worker: 1). The bare baseline has its own single worker process.
+    workers: int = field(default_factory=lambda: Settings().effective_worker_processes())
     pg_admin: str = ""
     pg_database: str = ""  # set when the read model is on PostgreSQL (--read-model postgres)
 

@@ -149,7 +149,6 @@ def cmd_up(args: argparse.Namespace) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     host, port = settings.temporal_address.split(":")
     env = {
-        "CASEWORK_WORKER_METRICS_ADDRESS": "127.0.0.1:9464",
         **os.environ,
         "CASEWORK_DATA_DIR": str(settings.data_dir.resolve()),
     }
@@ -164,9 +163,13 @@ def cmd_up(args: argparse.Namespace) -> None:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
 
-    def spawn(name: str, cmd: list[str]) -> None:
+    def spawn(name: str, cmd: list[str], **extra_env: str) -> None:
         out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
-        procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                cmd, env={**env, **extra_env}, stdout=out, stderr=subprocess.STDOUT
+            )
+        )
 
     try:
         if _port_open(host, int(port)):
@@ -176,7 +179,14 @@ def cmd_up(args: argparse.Namespace) -> None:
             _wait_port(host, int(port), "Temporal dev server")
             _keep_histories(settings)
         print("Demo data:", load_demo_data(settings))
-        spawn("worker", [sys.executable, "-m", "casework.cli", "worker"])
+        workers = settings.effective_worker_processes()
+        for i in range(1, workers + 1):
+            # Each worker serves the SDK's metrics on its own port: 9464, 9465, ...
+            spawn(
+                "worker" if i == 1 else f"worker{i}",
+                [sys.executable, "-m", "casework.cli", "worker"],
+                CASEWORK_WORKER_METRICS_ADDRESS=f"127.0.0.1:{9463 + i}",
+            )
         spawn(
             "api",
             [
@@ -198,7 +208,7 @@ Kazakhstan migration casework engine is running (data in {settings.data_dir.reso
   API            {base}/api/v1
   OpenAPI (docs) {base}/api/v1/docs
   Temporal UI    http://127.0.0.1:{args.ui_port}
-  Metrics        {base}/metrics (cases, SLA)   http://127.0.0.1:9464/metrics (Temporal worker)
+  Metrics        {base}/metrics (cases, SLA)   http://127.0.0.1:9464/metrics (Temporal SDK, worker 1; 9465... the others)
 Tokens (development):
   .venv/bin/casework token --role caseworker --region astana
   .venv/bin/casework token --role employer --party 123456789012

@@ -83,8 +83,11 @@ def build_worker(
         ),
     )
     webhooks = WebhookActivities(engine, list(settings.webhook_urls), settings.webhook_secret)
-    # Sync activities (document rendering) run on this pool; async ones on the event loop.
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=16)
+    # Sync activities (the decision step) run on this pool; async ones on the event loop.
+    # Slots are cheap: an activity mostly waits (registries, the database, the render
+    # processes), and a slot held by a decision waiting for its PDF must not keep a
+    # registry check or a webhook of another case in the queue.
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=32)
     worker = Worker(
         client,
         task_queue=task_queue or settings.task_queue,
@@ -97,6 +100,6 @@ def build_worker(
             *extra_activities,
         ],
         activity_executor=pool,
-        max_concurrent_activities=16,
+        max_concurrent_activities=64,
     )
     return worker, pool

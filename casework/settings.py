@@ -1,5 +1,6 @@
 """One settings object for the API, the worker and the CLI (environment prefix CASEWORK_)."""
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,11 +30,18 @@ class Settings(BaseSettings):
     # `api_admission_wait` seconds for a slot, then get 429 with Retry-After.
     api_max_in_flight: int = 48
     api_admission_wait: float = 0.25
+    # Worker processes `casework up` runs on the task queue (0: one per CPU). A Python
+    # worker is bound by its interpreter lock to about one core; a second process uses
+    # the rest of the machine (sticky execution keeps each case on one of them).
+    worker_processes: int = 0
     worker_metrics_address: str = ""  # e.g. 127.0.0.1:9464: the Temporal SDK's Prometheus metrics
     # Simulated registries: latency (seconds) and share of transient failures.
     simulator_latency: float = 0.05
     simulator_failure_rate: float = 0.1
     simulator_seed: int | None = None
+
+    def effective_worker_processes(self) -> int:
+        return self.worker_processes or max(1, os.cpu_count() or 1)
 
     @property
     def effective_database_url(self) -> str:
