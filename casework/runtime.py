@@ -87,7 +87,7 @@ def build_worker(
     # Slots are cheap: an activity mostly waits (registries, the database, the render
     # processes), and a slot held by a decision waiting for its PDF must not keep a
     # registry check or a webhook of another case in the queue.
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=32)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=64)
     worker = Worker(
         client,
         task_queue=task_queue or settings.task_queue,
