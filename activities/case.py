@@ -52,7 +52,7 @@ from casework.projection import case_row_values
 from casework.readmodel_sql import insert_once, upsert
 from casework.rules import load_rules
 from casework.timeline import seal
-from casework.writer import serialized_writes
+from casework.writer import write_transaction
 from workflows import activity_names as act
 
 log = logging.getLogger("casework.activities")
@@ -115,7 +115,7 @@ class CaseActivities:
         """One short write transaction (retried whole if two writers raced on an insert)."""
         for attempt in range(5):
             try:
-                with serialized_writes(self.engine), self.engine.begin() as conn:
+                with write_transaction(self.engine) as conn:
                     fn(conn)
                 return
             except IntegrityError:

@@ -64,7 +64,7 @@ from sqlmodel import Session, SQLModel, col
 
 from casework.contracts import QuotaRequest, QuotaResult
 from casework.db import QuotaEntryRow, QuotaHoldRow, QuotaRow
-from casework.writer import serialized_writes
+from casework.writer import write_transaction
 
 __all__ = [
     "commit",
@@ -128,7 +128,7 @@ def _transaction(engine: Engine, work: Callable[[Connection], _T]) -> _T:
     attempt = 1
     while True:
         try:
-            with serialized_writes(engine), engine.begin() as conn:
+            with write_transaction(engine) as conn:
                 return work(conn)
         except DBAPIError as exc:
             if attempt >= _MAX_ATTEMPTS or not _is_transient(exc):

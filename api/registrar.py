@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from casework.db import CaseRow
 from casework.readmodel_sql import insert_once
-from casework.writer import serialized_writes
+from casework.writer import write_transaction
 
 
 class Registrar:
@@ -50,7 +50,7 @@ class Registrar:
                         done.set_result(None)
 
     def _insert(self, rows: list[dict[str, Any]]) -> None:
-        with serialized_writes(self.engine), self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             for values in rows:
                 insert_once(conn, CaseRow, values, ("case_id",))
 
