@@ -206,10 +206,13 @@ async def one_run(ctx: Ctx, n: int) -> dict[str, Any]:
     query = text(
         "SELECT case_id FROM sla_clock WHERE name = 'consideration' AND state = 'breached'"
     )
+    polls: list[float] = []  # how long each read of the read model took
     while len(seen) < len(wanted) and time.time() < end:
+        asked = time.time()
         with stack.engine.connect() as conn:
             rows = conn.execute(query).all()
         now = time.time()
+        polls.append(now - asked)
         for (cid,) in rows:
             if cid in wanted and cid not in seen:
                 seen[cid] = now
@@ -251,6 +254,7 @@ async def one_run(ctx: Ctx, n: int) -> dict[str, Any]:
         "start_wall_s": round(start_wall, 2),
         "deadline_spread_ms": rnd((max(dues) - min(dues)) * 1000) if dues else None,
         "deadlines_in_the_same_second": same_second,
+        "poll_read": summary_ms(polls),
         "breaches_visible": len(visible),
         "breaches_never_visible": len(case_ids) - len(visible),
         "visible_after_deadline": summary_ms(visible),
