@@ -34,6 +34,7 @@ from casework.contracts import (
 )
 from casework.db import CounterRow, DecisionRow
 from casework.rules import PROCEDURES, load_rules
+from casework.writer import serialized_writes
 from workflows import activity_names as act
 
 log = logging.getLogger("casework.decisions")
@@ -42,7 +43,7 @@ log = logging.getLogger("casework.decisions")
 def next_value(engine: Engine, name: str) -> int:
     """A gap-tolerant, race-free counter (one row per series)."""
     for _ in range(10):
-        with Session(engine) as s:
+        with serialized_writes(engine), Session(engine) as s:
             res = s.execute(
                 update(CounterRow)
                 .where(col(CounterRow.name) == name)
@@ -130,7 +131,7 @@ class DecisionActivities:
             appeal_deadline=appeal_deadline,
         )
         try:
-            with Session(self.engine, expire_on_commit=False) as s:
+            with serialized_writes(self.engine), Session(self.engine, expire_on_commit=False) as s:
                 s.add(row)
                 s.commit()
             return row
@@ -186,7 +187,7 @@ class DecisionActivities:
         tmp = path.with_suffix(".pdf.tmp")
         tmp.write_bytes(pdf)
         tmp.replace(path)  # atomic: a crash never leaves half a document under the real name
-        with Session(self.engine, expire_on_commit=False) as s:
+        with serialized_writes(self.engine), Session(self.engine, expire_on_commit=False) as s:
             stored = s.get(DecisionRow, row.number)
             assert stored is not None
             stored.sha256 = sha

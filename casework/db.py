@@ -296,7 +296,13 @@ def get_engine(url: str) -> Engine:
 
 
 def create_all(engine: Engine) -> None:
+    """Create missing tables, and missing indexes on tables that exist already (a read
+    model created by an earlier version gets the indexes added since)."""
     SQLModel.metadata.create_all(engine)
+    with engine.begin() as conn:
+        for table in SQLModel.metadata.sorted_tables:
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
 
 
 def session(engine: Engine) -> Session:
