@@ -223,11 +223,17 @@ class CaseActivities:
             "rev": c.rev,
         }
 
+        case = case_row_values(c.case) if c.case else None
+
         def write(conn: Connection) -> None:
             upsert(conn, ClockRow, values, ("case_id", "name"))
             if c.state != SlaState.stopped:
                 conn.execute(_OPEN_TASKS_SLA, {"cid": c.case_id, "state": c.state.value})
             add_event(conn, c.event)
+            if c.case is not None and case is not None:
+                upsert(conn, CaseRow, case, ("case_id",))
+                for ev in c.case.events:
+                    add_event(conn, ev)
 
         await self._db(lambda: self._write(write))
 
@@ -246,11 +252,16 @@ class CaseActivities:
             "data": n.data,
             "created_at": _now(),
         }
-        await self._db(
-            lambda: self._write(
-                lambda conn: insert_once(conn, NotificationRow, values, ("case_id", "seq"))
-            )
-        )
+        case = case_row_values(n.case) if n.case else None
+
+        def write(conn: Connection) -> None:
+            insert_once(conn, NotificationRow, values, ("case_id", "seq"))
+            if n.case is not None and case is not None:
+                upsert(conn, CaseRow, case, ("case_id",))
+                for ev in n.case.events:
+                    add_event(conn, ev)
+
+        await self._db(lambda: self._write(write))
         log.info("notice %s to %s on case %s", n.kind, n.to_role.value, n.case_id)
 
     # ------------------------------------------------------------------ quota ledger

@@ -10,8 +10,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 HISTORIES = REPO / "tests" / "workflows" / "histories"
 # The newest recorded generation of the approved path (today's code: bookkeeping as
-# local activities); the first generation is kept for replay only.
-APPROVED = HISTORIES / "work_permit_approved.v2.json"
+# local activities, merged steps for notices and clock events); older generations are
+# kept for replay only.
+APPROVED = HISTORIES / "work_permit_approved.v3.json"
 
 
 def load_history_json(path: Path = APPROVED) -> dict[str, Any]:

@@ -481,6 +481,9 @@ class ClockProjection(BaseModel):
     on_breach: BreachAction = BreachAction.escalate
     event: CaseEventIn | None = None
     rev: int = 0
+    # The case row (and its timeline entries) written in the same transaction: one
+    # bookkeeping step instead of two (histories from `merged-bookkeeping` on).
+    case: CaseProjection | None = None
 
 
 class TaskChange(BaseModel):
@@ -545,6 +548,8 @@ class Notification(BaseModel):
     text_ru: str
     text_kk: str = ""
     data: dict[str, Any] = {}
+    # The case row and the notice's timeline entry, written in the same transaction.
+    case: CaseProjection | None = None
 
 
 class VacancyCheck(BaseModel):

@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from casework.rules import ClockRule
 
     from workflows import activity_names as act
-    from workflows.case_base import CaseWorkflowBase, bookkeeping
+    from workflows.case_base import MERGED_BOOKKEEPING, CaseWorkflowBase, bookkeeping
 
 CALC: workflow.ActivityConfig = {"start_to_close_timeout": timedelta(seconds=30)}
 NOTIFIED = {
@@ -216,8 +216,13 @@ class LegalClock:
             event=event,
             rev=self.wf._seq,
         )
-        await bookkeeping(act.PROJECT_CLOCK, proj)
-        await self.wf.project()
+        if workflow.patched(MERGED_BOOKKEEPING):
+            await bookkeeping(
+                act.PROJECT_CLOCK, proj.model_copy(update={"case": self.wf.snapshot()})
+            )
+        else:
+            await bookkeeping(act.PROJECT_CLOCK, proj)
+            await self.wf.project()
         # Histories recorded before webhooks existed have no delivery activities.
         if kind in NOTIFIED and workflow.patched("sla-webhooks"):
             assert self.wf.projection is not None
