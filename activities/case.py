@@ -79,6 +79,21 @@ def add_event(conn: Connection | Session, ev: CaseEventIn | None) -> None:
     seal(conn, ev.case_id)
 
 
+def case_writer(p: CaseProjection | None) -> Callable[[Connection], None]:
+    """Writes the case row (rev-guarded) and its timeline entries; nothing for None. The
+    row's values are built here, before the write transaction starts."""
+    if p is None:
+        return lambda conn: None
+    values = case_row_values(p)
+
+    def write(conn: Connection) -> None:
+        upsert(conn, CaseRow, values, ("case_id",))
+        for ev in p.events:
+            add_event(conn, ev)
+
+    return write
+
+
 _OPEN_TASKS_SLA = (
     update(TaskRow)
     .where(
@@ -174,14 +189,7 @@ class CaseActivities:
 
     @activity.defn(name=act.PROJECT_CASE)
     async def project_case(self, p: CaseProjection) -> None:
-        values = case_row_values(p)
-
-        def write(conn: Connection) -> None:
-            upsert(conn, CaseRow, values, ("case_id",))
-            for ev in p.events:
-                add_event(conn, ev)
-
-        await self._db(lambda: self._write(write))
+        await self._db(lambda: self._write(case_writer(p)))
 
     @activity.defn(name=act.PROJECT_TASK)
     async def project_task(self, change: TaskChange) -> None:
@@ -223,17 +231,14 @@ class CaseActivities:
             "rev": c.rev,
         }
 
-        case = case_row_values(c.case) if c.case else None
+        write_case = case_writer(c.case)
 
         def write(conn: Connection) -> None:
             upsert(conn, ClockRow, values, ("case_id", "name"))
             if c.state != SlaState.stopped:
                 conn.execute(_OPEN_TASKS_SLA, {"cid": c.case_id, "state": c.state.value})
             add_event(conn, c.event)
-            if c.case is not None and case is not None:
-                upsert(conn, CaseRow, case, ("case_id",))
-                for ev in c.case.events:
-                    add_event(conn, ev)
+            write_case(conn)
 
         await self._db(lambda: self._write(write))
 
@@ -252,14 +257,11 @@ class CaseActivities:
             "data": n.data,
             "created_at": _now(),
         }
-        case = case_row_values(n.case) if n.case else None
+        write_case = case_writer(n.case)
 
         def write(conn: Connection) -> None:
             insert_once(conn, NotificationRow, values, ("case_id", "seq"))
-            if n.case is not None and case is not None:
-                upsert(conn, CaseRow, case, ("case_id",))
-                for ev in n.case.events:
-                    add_event(conn, ev)
+            write_case(conn)
 
         await self._db(lambda: self._write(write))
         log.info("notice %s to %s on case %s", n.kind, n.to_role.value, n.case_id)

@@ -22,18 +22,15 @@ class Admission:
     def __init__(self, limit: int, wait: float) -> None:
         self.limit = limit
         self.wait = wait
+        self.in_flight = 0
         self._slots = asyncio.Semaphore(limit)
 
-    @property
-    def in_flight(self) -> int:
-        return self.limit - self._slots._value
-
     async def acquire(self, route: str) -> None:
-        if not self._slots.locked():
-            await self._slots.acquire()  # a free slot is taken without waiting
-            return
         try:
-            await asyncio.wait_for(self._slots.acquire(), timeout=self.wait)
+            if self._slots.locked():
+                await asyncio.wait_for(self._slots.acquire(), timeout=self.wait)
+            else:
+                await self._slots.acquire()  # a free slot is taken without waiting
         except TimeoutError:
             log.warning("admission: %s refused, %d requests in flight", route, self.limit)
             raise Problem(
@@ -44,8 +41,10 @@ class Admission:
                 kind="overloaded",
                 headers={"Retry-After": "1"},
             ) from None
+        self.in_flight += 1
 
     def release(self) -> None:
+        self.in_flight -= 1
         self._slots.release()
 
 

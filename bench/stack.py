@@ -131,7 +131,7 @@ class BenchStack:
     worker_module: str | None = None
     # Engine worker processes on the task queue: as `casework up` runs them (one per CPU;
     # experiment one-worker: 1). The bare baseline has its own single worker process.
-    workers: int = field(default_factory=lambda: Settings().effective_worker_processes())
+    workers: int = field(default_factory=lambda: Settings().effective_worker_processes)
     pg_admin: str = ""
     pg_database: str = ""  # set when the read model is on PostgreSQL (--read-model postgres)
 

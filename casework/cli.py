@@ -179,7 +179,7 @@ def cmd_up(args: argparse.Namespace) -> None:
             _wait_port(host, int(port), "Temporal dev server")
             _keep_histories(settings)
         print("Demo data:", load_demo_data(settings))
-        workers = settings.effective_worker_processes()
+        workers = settings.effective_worker_processes
         for i in range(1, workers + 1):
             # Each worker serves the SDK's metrics on its own port: 9464, 9465, ...
             spawn(

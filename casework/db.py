@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, create_engine
 
 from casework.contracts import CLOSED_STATUSES
+from casework.writer import BUSY_TIMEOUT_MS
 
 # Partial-index predicates of the SLA board's indexes (api/sla.py): open tasks, done tasks,
 # open cases, cases at risk or breached. PostgreSQL uses an index when the query's WHERE
@@ -288,7 +289,7 @@ def get_engine(url: str) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             cur.close()
 
         return engine

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     simulator_failure_rate: float = 0.1
     simulator_seed: int | None = None
 
+    @property
     def effective_worker_processes(self) -> int:
         return self.worker_processes or max(1, os.cpu_count() or 1)
 

@@ -19,6 +19,10 @@ from contextlib import contextmanager
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
+# How long a SQLite writer waits for another process's write lock (also every
+# connection's busy_timeout, set in casework.db.get_engine).
+BUSY_TIMEOUT_MS = 30_000
+
 _LOCKS: dict[str, threading.Lock] = {}
 _GUARD = threading.Lock()
 
@@ -35,7 +39,6 @@ def serialized_writes(engine: Engine) -> Iterator[None]:
         yield
 
 
-_BUSY_TIMEOUT_MS = 30_000  # the engine's own setting (casework.db.get_engine)
 
 
 @contextmanager
@@ -66,7 +69,7 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 def _begin_immediate(conn: Connection) -> None:
     conn.exec_driver_sql("PRAGMA busy_timeout = 0")
     try:
-        delay, give_up = 0.0001, time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+        delay, give_up = 0.0001, time.monotonic() + BUSY_TIMEOUT_MS / 1000
         while True:
             try:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -79,4 +82,4 @@ def _begin_immediate(conn: Connection) -> None:
             time.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, 0.002)
     finally:
-        conn.exec_driver_sql(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        conn.exec_driver_sql(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")

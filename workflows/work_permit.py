@@ -462,7 +462,7 @@ class WorkPermitWorkflow(CaseWorkflowBase):
 
     @workflow.update
     async def registration(self, actor: Actor) -> CaseSummary:
-        """Returns once the case is in the read model (used with update-with-start)."""
+        """Returns once the case is in the read model (for a start retried meanwhile)."""
         await workflow.wait_condition(lambda: self.registered)
         return self.summary()
 
