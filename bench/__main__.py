@@ -43,10 +43,6 @@ SCENARIOS: dict[str, tuple[str | None, str, str, str]] = {
 # Experiments: the engine changes BENCHMARKS.md recommends, tried without editing the
 # engine; their results go to `<out>/experiments/`, never into the BENCHMARKS.md tables.
 EXPERIMENTS: dict[str, dict[str, str]] = {
-    "short-sessions": {
-        "api_module": "bench.experiments.api_short_sessions",
-        "what": "API sessions give their DB connection back before awaiting Temporal",
-    },
     "one-worker": {
         "workers": "1",
         "what": "one engine worker process (before: the engine runs one per CPU)",

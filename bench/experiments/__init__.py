@@ -1,9 +1,9 @@
-"""Experiments: the engine changes recommended in BENCHMARKS.md, tried without editing the
-engine (a dependency override, a monkeypatched renderer, bare workflows of other
-shapes), so each recommendation comes with a measured effect. Once a recommendation is
-taken into the engine its experiment is removed (process-render: now
-`activities/documents.py`).
+"""Experiments: variants of the engine measured beside it (`bench --experiment NAME`,
+see `EXPERIMENTS` in `bench/__main__.py`), so each recommendation in BENCHMARKS.md comes
+with a measured effect; results go to `bench/results/experiments/`. Once a
+recommendation is taken into the engine its experiment is removed: process-render (now
+`activities/documents.py`), short-sessions (the routes close their session before
+awaiting Temporal), bare_shapes (bookkeeping is now local activities, merged per step).
 
-    .venv/bin/python -m bench --experiment short-sessions --scenarios 2
-    .venv/bin/python -m bench.experiments.bare_shapes
+    .venv/bin/python -m bench --experiment one-worker --scenarios 2
 """
