@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, func, select
 
 from api.registrar import Registrar
@@ -63,7 +64,7 @@ async def test_a_failed_commit_fails_every_request_in_it(tmp_path: Path) -> None
     results = await asyncio.gather(
         *(registrar.register(row(f"WP-{i}")) for i in range(5)), return_exceptions=True
     )
-    assert len(results) == 5 and all(isinstance(r, Exception) for r in results)
-    with pytest.raises(Exception):  # noqa: B017 - the database error itself
+    assert len(results) == 5 and all(isinstance(r, OperationalError) for r in results)
+    with pytest.raises(OperationalError, match="no such table"):
         await registrar.register(row("WP-9"))
     await registrar.close()
