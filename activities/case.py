@@ -25,6 +25,8 @@ from activities import quota as ledger
 from activities.registries import PaymentGateway, Registries
 from casework.calendar import compute_deadline, load_calendar, remaining_working_days
 from casework.contracts import (
+    BookkeepingBatch,
+    BookkeepingEntry,
     CaseEventIn,
     CaseProjection,
     ClockProjection,
@@ -107,6 +109,92 @@ _CLOCK_STATE = (
     .where(ClockRow.case_id == bindparam("cid"), ClockRow.state != SlaState.stopped.value)
     .limit(1)
 )
+
+
+def task_writer(change: TaskChange) -> Callable[[Connection], None]:
+    """Writes a task row (rev-guarded; a live task takes its case's clock state) and its
+    timeline entry."""
+    t = change.task
+    values: dict[str, Any] = t.model_dump(mode="python")
+    for key in ("kind", "role", "status"):
+        values[key] = values[key].value
+    values["region"] = t.region.value if t.region else None
+    values["rev"] = change.rev
+    live = t.status in (TaskStatus.open, TaskStatus.claimed)
+
+    def write(conn: Connection) -> None:
+        if live:
+            state = conn.execute(_CLOCK_STATE, {"cid": t.case_id}).scalar()
+            values["sla_state"] = state or SlaState.on_track.value
+        else:
+            values["sla_state"] = SlaState.stopped.value
+        upsert(conn, TaskRow, values, ("task_id",))
+        add_event(conn, change.event)
+
+    return write
+
+
+def clock_writer(c: ClockProjection) -> Callable[[Connection], None]:
+    """Writes a clock row, the state of the case's open tasks, the timeline entry and,
+    when given, the case row."""
+    values: dict[str, Any] = {
+        "case_id": c.case_id,
+        "name": c.name,
+        "step": c.step,
+        "state": c.state.value,
+        "term": c.term.model_dump(mode="json"),
+        "started_at": c.started_at,
+        "deadline": c.deadline,
+        "warn_at": c.warn_at,
+        "explanation": c.explanation,
+        "skipped_days": [d.model_dump(mode="json") for d in c.skipped_days],
+        "on_breach": c.on_breach.value,
+        "updated_at": _now(),
+        "rev": c.rev,
+    }
+    write_case = case_writer(c.case)
+
+    def write(conn: Connection) -> None:
+        upsert(conn, ClockRow, values, ("case_id", "name"))
+        if c.state != SlaState.stopped:
+            conn.execute(_OPEN_TASKS_SLA, {"cid": c.case_id, "state": c.state.value})
+        add_event(conn, c.event)
+        write_case(conn)
+
+    return write
+
+
+def notice_writer(n: Notification) -> Callable[[Connection], None]:
+    """Keeps a notice in the outbox table once and, when given, writes the case row."""
+    values = {
+        "case_id": n.case_id,
+        "seq": n.seq,
+        "to_role": n.to_role.value,
+        "to_party": n.to_party,
+        "region": n.region.value if n.region else None,
+        "kind": n.kind,
+        "text_ru": n.text_ru,
+        "text_kk": n.text_kk,
+        "data": n.data,
+        "created_at": _now(),
+    }
+    write_case = case_writer(n.case)
+
+    def write(conn: Connection) -> None:
+        insert_once(conn, NotificationRow, values, ("case_id", "seq"))
+        write_case(conn)
+
+    return write
+
+
+def entry_writer(e: BookkeepingEntry) -> Callable[[Connection], None]:
+    if e.task is not None:
+        return task_writer(e.task)
+    if e.clock is not None:
+        return clock_writer(e.clock)
+    if e.notice is not None:
+        return notice_writer(e.notice)
+    return case_writer(e.case)
 
 
 class CaseActivities:
@@ -193,78 +281,36 @@ class CaseActivities:
 
     @activity.defn(name=act.PROJECT_TASK)
     async def project_task(self, change: TaskChange) -> None:
-        t = change.task
-
-        values: dict[str, Any] = t.model_dump(mode="python")
-        for key in ("kind", "role", "status"):
-            values[key] = values[key].value
-        values["region"] = t.region.value if t.region else None
-        values["rev"] = change.rev
-        live = t.status in (TaskStatus.open, TaskStatus.claimed)
-
-        def write(conn: Connection) -> None:
-            if live:
-                state = conn.execute(_CLOCK_STATE, {"cid": t.case_id}).scalar()
-                values["sla_state"] = state or SlaState.on_track.value
-            else:
-                values["sla_state"] = SlaState.stopped.value
-            upsert(conn, TaskRow, values, ("task_id",))
-            add_event(conn, change.event)
-
-        await self._db(lambda: self._write(write))
+        await self._db(lambda: self._write(task_writer(change)))
 
     @activity.defn(name=act.PROJECT_CLOCK)
     async def project_clock(self, c: ClockProjection) -> None:
-        values: dict[str, Any] = {
-            "case_id": c.case_id,
-            "name": c.name,
-            "step": c.step,
-            "state": c.state.value,
-            "term": c.term.model_dump(mode="json"),
-            "started_at": c.started_at,
-            "deadline": c.deadline,
-            "warn_at": c.warn_at,
-            "explanation": c.explanation,
-            "skipped_days": [d.model_dump(mode="json") for d in c.skipped_days],
-            "on_breach": c.on_breach.value,
-            "updated_at": _now(),
-            "rev": c.rev,
-        }
-
-        write_case = case_writer(c.case)
-
-        def write(conn: Connection) -> None:
-            upsert(conn, ClockRow, values, ("case_id", "name"))
-            if c.state != SlaState.stopped:
-                conn.execute(_OPEN_TASKS_SLA, {"cid": c.case_id, "state": c.state.value})
-            add_event(conn, c.event)
-            write_case(conn)
-
-        await self._db(lambda: self._write(write))
+        await self._db(lambda: self._write(clock_writer(c)))
 
     @activity.defn(name=act.NOTIFY)
     async def notify(self, n: Notification) -> None:
         """Deliver a notice: kept in the outbox table (read by the party through the API)."""
-        values = {
-            "case_id": n.case_id,
-            "seq": n.seq,
-            "to_role": n.to_role.value,
-            "to_party": n.to_party,
-            "region": n.region.value if n.region else None,
-            "kind": n.kind,
-            "text_ru": n.text_ru,
-            "text_kk": n.text_kk,
-            "data": n.data,
-            "created_at": _now(),
-        }
-        write_case = case_writer(n.case)
+        await self._db(lambda: self._write(notice_writer(n)))
+        log.info("notice %s to %s on case %s", n.kind, n.to_role.value, n.case_id)
+
+    @activity.defn(name=act.PROJECT_BATCH)
+    async def project_batch(self, batch: BookkeepingBatch) -> None:
+        """The writes of one workflow step, in their order, in one transaction."""
+        writers = [entry_writer(e) for e in batch.entries]
 
         def write(conn: Connection) -> None:
-            insert_once(conn, NotificationRow, values, ("case_id", "seq"))
-            write_case(conn)
+            for w in writers:
+                w(conn)
 
         await self._db(lambda: self._write(write))
-        log.info("notice %s to %s on case %s", n.kind, n.to_role.value, n.case_id)
+        for e in batch.entries:
+            if e.notice is not None:
+                log.info(
+                    "notice %s to %s on case %s",
+                    e.notice.kind,
+                    e.notice.to_role.value,
+                    e.notice.case_id,
+                )
 
     # ------------------------------------------------------------------ quota ledger
 
@@ -332,6 +378,7 @@ class CaseActivities:
             self.project_task,
             self.project_clock,
             self.notify,
+            self.project_batch,
             self.quota_reserve,
             self.quota_commit,
             self.quota_release,

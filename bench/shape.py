@@ -12,7 +12,7 @@ HISTORIES = REPO / "tests" / "workflows" / "histories"
 # The newest recorded generation of the approved path (today's code: bookkeeping as
 # local activities, merged steps for notices and clock events); older generations are
 # kept for replay only.
-APPROVED = HISTORIES / "work_permit_approved.v3.json"
+APPROVED = HISTORIES / "work_permit_approved.v4.json"
 
 
 def load_history_json(path: Path = APPROVED) -> dict[str, Any]:

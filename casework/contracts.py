@@ -552,6 +552,22 @@ class Notification(BaseModel):
     case: CaseProjection | None = None
 
 
+class BookkeepingEntry(BaseModel):
+    """One read-model write of a batch: exactly one of the fields is set."""
+
+    case: CaseProjection | None = None
+    task: TaskChange | None = None
+    clock: ClockProjection | None = None
+    notice: Notification | None = None
+
+
+class BookkeepingBatch(BaseModel):
+    """Read-model writes a workflow made in one step, written in order in one transaction
+    (histories from `batched-bookkeeping` on)."""
+
+    entries: list[BookkeepingEntry]
+
+
 class VacancyCheck(BaseModel):
     vacancy_code: str
     employer_bin: str

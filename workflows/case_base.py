@@ -8,6 +8,9 @@ history is the complete legal record and the database can be rebuilt from it.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +24,8 @@ with workflow.unsafe.imports_passed_through():
         FORMS,
         KZ_TZ,
         Actor,
+        BookkeepingBatch,
+        BookkeepingEntry,
         BreachAction,
         CaseEventIn,
         CaseProjection,
@@ -74,13 +79,64 @@ LOCAL: workflow.LocalActivityConfig = {
 MERGED_BOOKKEEPING = "merged-bookkeeping"
 
 
+# The read-model writes a workflow makes in one step (a clock event and what the breach
+# does, a status change and the task it opens) go in one local activity and one
+# transaction instead of one each; older histories keep one step per write.
+BATCHED_BOOKKEEPING = "batched-bookkeeping"
+_BATCHABLE = {
+    act.PROJECT_CASE: "case",
+    act.PROJECT_TASK: "task",
+    act.PROJECT_CLOCK: "clock",
+    act.NOTIFY: "notice",
+}
+
+
+class _Batch:
+    def __init__(self) -> None:
+        self.entries: list[BookkeepingEntry] = []
+        self.open = True  # a task started inside the block must not add to it afterwards
+
+
+# Per asyncio task: an update handler running meanwhile writes on its own.
+_batch: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar(
+    "bookkeeping_batch", default=None
+)
+
+
+@asynccontextmanager
+async def batched() -> AsyncIterator[None]:
+    """Collect the read-model writes made inside the block (this task only) and write them,
+    in order, in one local activity when it ends. Writes that return a value (deadlines,
+    rule sets) still run at once. A block inside a block joins the outer one."""
+    current = _batch.get()
+    if (current is not None and current.open) or not workflow.patched(BATCHED_BOOKKEEPING):
+        yield
+        return
+    batch = _Batch()
+    token = _batch.set(batch)
+    try:
+        yield
+    finally:
+        batch.open = False
+        _batch.reset(token)
+        if batch.entries:
+            await workflow.execute_local_activity(
+                act.PROJECT_BATCH, BookkeepingBatch(entries=batch.entries), **LOCAL
+            )
+
+
 async def bookkeeping(
     name: str,
     arg: Any,
     result_type: type | None = None,
     before: workflow.ActivityConfig = PROJECTION,
 ) -> Any:
-    """Run a short idempotent bookkeeping activity (a local one in new histories)."""
+    """Run a short idempotent bookkeeping activity (a local one in new histories); inside
+    a `batched()` block a write is only collected (a copy: the objects may change later)."""
+    batch = _batch.get()
+    if batch is not None and batch.open and name in _BATCHABLE:
+        batch.entries.append(BookkeepingEntry(**{_BATCHABLE[name]: arg.model_copy(deep=True)}))
+        return None
     if workflow.patched(LOCAL_BOOKKEEPING):
         return await workflow.execute_local_activity(name, arg, result_type=result_type, **LOCAL)
     return await workflow.execute_activity(name, arg, result_type=result_type, **before)
@@ -282,6 +338,22 @@ class CaseWorkflowBase:
             spec, self.event("task_opened", task_id=spec.task_id, task=kind.value, role=role.value)
         )
         return spec
+
+    async def open_step(
+        self,
+        status: CaseStatus,
+        kind: TaskKind,
+        title: str,
+        role: Role,
+        region: Region | None,
+        due_at: datetime | None,
+        context: dict[str, Any] | None = None,
+        consulate: str | None = None,
+    ) -> TaskSpec:
+        """A new status and the task that works on it, written to the read model in one step."""
+        async with batched():
+            await self.set_status(status)
+            return await self.open_task(kind, title, role, region, due_at, context, consulate)
 
     async def wait_task(self, spec: TaskSpec) -> dict[str, Any]:
         """Wait until the task is completed; returns the validated form data."""
@@ -554,8 +626,8 @@ class CaseWorkflowBase:
             objection_text=self.objection.text if self.objection else None,
             objection_received_at=workflow.now() if self.objection else None,
         )
-        await self.set_status(CaseStatus.decision)
-        task = await self.open_task(
+        task = await self.open_step(
+            CaseStatus.decision,
             TaskKind.objection_review,
             "Final decision after the hearing",
             review_role,

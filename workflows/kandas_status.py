@@ -195,8 +195,8 @@ class KandasStatusWorkflow(CaseWorkflowBase):
         )
         await decision_clock.start()
         doubts = sorted({*commission.doubts, *findings["proposed_grounds"]})
-        await self.set_status(CaseStatus.decision)
-        task = await self.open_task(
+        task = await self.open_step(
+            CaseStatus.decision,
             TaskKind.decision,
             "Decision on kandas status",
             Role.caseworker,
@@ -239,8 +239,8 @@ class KandasStatusWorkflow(CaseWorkflowBase):
         )
         await clock.start()
         while True:
-            await self.set_status(CaseStatus.consular_check)
-            task = await self.open_task(
+            task = await self.open_step(
+                CaseStatus.consular_check,
                 TaskKind.consular_check,
                 "Consular document check (one window)",
                 Role.consulate_officer,
@@ -317,8 +317,8 @@ class KandasStatusWorkflow(CaseWorkflowBase):
             self, "commission", "commission", self.rules.clocks["commission"], self._on_breach
         )
         await clock.start()
-        await self.set_status(CaseStatus.commission_review)
-        task = await self.open_task(
+        task = await self.open_step(
+            CaseStatus.commission_review,
             TaskKind.commission,
             "LEB commission review (protocol, video-recorded)",
             Role.caseworker,
@@ -616,8 +616,8 @@ class KandasStatusWorkflow(CaseWorkflowBase):
             self._on_breach,
         )
         await clock.start()
-        await self.set_status(CaseStatus.extension_review)
-        task = await self.open_task(
+        task = await self.open_step(
+            CaseStatus.extension_review,
             TaskKind.extension_decision,
             "Extension of kandas status",
             Role.caseworker,

@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from casework.rules import ClockRule
 
     from workflows import activity_names as act
-    from workflows.case_base import MERGED_BOOKKEEPING, CaseWorkflowBase, bookkeeping
+    from workflows.case_base import MERGED_BOOKKEEPING, CaseWorkflowBase, batched, bookkeeping
 
 CALC: workflow.ActivityConfig = {"start_to_close_timeout": timedelta(seconds=30)}
 NOTIFIED = {
@@ -182,13 +182,16 @@ class LegalClock:
                 except TimeoutError:
                     pass
             self.state = new_state
-            if new_state == SlaState.at_risk:
-                await self._project(ClockEventKind.at_risk)
-            else:
-                self.breached = True
-                await self._project(ClockEventKind.breached, action=self.rule.on_breach.value)
-                if self.on_breach is not None:
-                    await self.on_breach(self)
+            # The clock event and what the breach does (escalated tasks, the supervisors'
+            # notice) reach the read model in one step.
+            async with batched():
+                if new_state == SlaState.at_risk:
+                    await self._project(ClockEventKind.at_risk)
+                else:
+                    self.breached = True
+                    await self._project(ClockEventKind.breached, action=self.rule.on_breach.value)
+                    if self.on_breach is not None:
+                        await self.on_breach(self)
 
     async def _project(self, kind: ClockEventKind, **data: Any) -> None:
         assert self.deadline is not None

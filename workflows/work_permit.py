@@ -55,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case_base import (
         PROJECTION,
         CaseWorkflowBase,
+        batched,
         bookkeeping,
         decision_form_errors,
         problem,
@@ -231,19 +232,20 @@ class WorkPermitWorkflow(CaseWorkflowBase):
             findings["quota"] = self.quota.model_dump(mode="json")
             if not self.quota.ok:
                 proposed.append("quota_exhausted")
-            await self.project(
-                self.event(f"quota_{self.quota.state}", quota_key=self.quota.quota_key)
+        async with batched():
+            if self.quota is not None:
+                await self.project(
+                    self.event(f"quota_{self.quota.state}", quota_key=self.quota.quota_key)
+                )
+            task = await self.open_step(
+                CaseStatus.decision,
+                TaskKind.decision,
+                "Decision on the work permit",
+                Role.caseworker,
+                app.region,
+                consideration.due,
+                {"findings": findings, "proposed_grounds": sorted(set(proposed))},
             )
-
-        await self.set_status(CaseStatus.decision)
-        task = await self.open_task(
-            TaskKind.decision,
-            "Decision on the work permit",
-            Role.caseworker,
-            app.region,
-            consideration.due,
-            {"findings": findings, "proposed_grounds": sorted(set(proposed))},
-        )
         decision = DecisionForm.model_validate(await self.wait_task(task))
         if decision.decision == "refuse":
             hearing, final = await self._hearing(consideration, decision)
@@ -258,8 +260,8 @@ class WorkPermitWorkflow(CaseWorkflowBase):
     async def _document_check(self, consideration: LegalClock) -> None:
         app = self.start.application
         while True:
-            await self.set_status(CaseStatus.document_check)
-            task = await self.open_task(
+            task = await self.open_step(
+                CaseStatus.document_check,
                 TaskKind.document_check,
                 "Registration and document check",
                 Role.caseworker,
@@ -270,15 +272,17 @@ class WorkPermitWorkflow(CaseWorkflowBase):
             if form.outcome == "complete":
                 return
             self.supplied = None
-            await self.set_status(CaseStatus.waiting_applicant)
-            await consideration.suspend("waiting for the employer's missing documents")
-            await self.notify(
-                Role.employer,
-                "documents_requested",
-                "Запрос недостающих документов: " + ", ".join(form.missing_documents),
-                "Жетіспейтін құжаттарды ұсыну туралы сұрау: " + ", ".join(form.missing_documents),
-                missing=form.missing_documents,
-            )
+            async with batched():
+                await self.set_status(CaseStatus.waiting_applicant)
+                await consideration.suspend("waiting for the employer's missing documents")
+                await self.notify(
+                    Role.employer,
+                    "documents_requested",
+                    "Запрос недостающих документов: " + ", ".join(form.missing_documents),
+                    "Жетіспейтін құжаттарды ұсыну туралы сұрау: "
+                    + ", ".join(form.missing_documents),
+                    missing=form.missing_documents,
+                )
             await workflow.wait_condition(lambda: self.supplied is not None)
             assert self.supplied is not None
             await self.project(
@@ -379,10 +383,11 @@ class WorkPermitWorkflow(CaseWorkflowBase):
             decided_by=self.tasks_done_by(TaskKind.objection_review)
             or self.tasks_done_by(TaskKind.decision),
         )
-        await issuance.stop("permit issued")
-        await self.set_status(
-            CaseStatus.issued, outcome=DecisionOutcome.granted, decision_number=record.number
-        )
+        async with batched():
+            await issuance.stop("permit issued")
+            await self.set_status(
+                CaseStatus.issued, outcome=DecisionOutcome.granted, decision_number=record.number
+            )
         return CaseResult(case_id=self.case_id, outcome=DecisionOutcome.granted, decision=record)
 
     # ------------------------------------------------------------------ helpers

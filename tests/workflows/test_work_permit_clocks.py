@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from activities.quota import ledger_entries, quota_view
@@ -195,3 +196,32 @@ async def test_refusal_cannot_happen_without_a_hearing(cases: CaseRunner) -> Non
         "reserve",
         "release",
     ]
+
+
+async def test_a_breach_reaches_the_read_model_in_one_step(cases: CaseRunner) -> None:
+    """The clock event, the escalated task and the supervisors' notice are written
+    together: one local activity, one transaction, after the breach timer fires."""
+    handle = await cases.start()
+    await complete(handle, TaskKind.document_check, {"outcome": "complete"})
+    await wait_task(handle, TaskKind.decision)
+    await cases.env.sleep(timedelta(days=16))
+    await wait_until(
+        lambda: any(n.kind == "deadline_breached" for n in notices(cases.engine, handle.id))
+    )
+    history = await handle.fetch_history()
+    steps: list[list[str]] = []  # local activities run in each workflow task
+    for ev in history.events:
+        if ev.HasField("workflow_task_completed_event_attributes"):
+            steps.append([])
+        elif ev.HasField("marker_recorded_event_attributes"):
+            details = ev.marker_recorded_event_attributes.details
+            if "data" in details and steps:
+                steps[-1].append(json.loads(details["data"].payloads[0].data)["activity_type"])
+    breach_steps = [s for s in steps if "project_batch" in s]
+    # at risk (the clock alone), then the breach with its escalation and notice
+    assert breach_steps, steps
+    assert breach_steps[-1].count("project_batch") == 1
+    assert not {"project_clock", "project_task", "notify"} & set(breach_steps[-1])
+    kinds = event_kinds(cases.engine, handle.id)
+    breached_at = kinds.index("clock_breached")
+    assert kinds[breached_at + 1 : breached_at + 3] == ["task_escalated", "notification"]
