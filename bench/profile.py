@@ -1,6 +1,6 @@
-"""`python -m bench.profile [--scenarios 2w10,1,3] [--procs worker,api] [--rate 100]`
+"""`python -m bench.profile [--scenarios 2w10,1,3] [--procs worker,api] [--rate 100] [--full]`
 
-Runs scenarios in quick mode on a fresh stack while py-spy samples the chosen stack
+Runs scenarios in quick mode (or with full-mode N, one run) on a fresh stack while py-spy samples the chosen stack
 processes (the engine worker, the API), then writes, per process, the collapsed stacks
 and a summary (where the samples are: by top-level activity or route, by engine
 function, by library) to `bench/results/profiles/<timestamp>-<process>.*`.
@@ -91,7 +91,7 @@ async def main_async(args: argparse.Namespace) -> None:
     spies: list[tuple[str, subprocess.Popen[bytes], Path]] = []
     try:
         await stack.start()
-        ctx = Ctx(stack=stack, quick=True, runs=1, postgres_url=None)
+        ctx = Ctx(stack=stack, quick=not args.full, runs=1, postgres_url=None)
         for name in args.procs.split(","):
             out = OUT / f"{stamp}-{args.tag}{name}.collapsed"
             cmd = [spy, "record", "--pid", str(stack.procs[name].pid), "--rate", str(args.rate),
@@ -140,6 +140,7 @@ def main() -> None:
     p.add_argument("--procs", default="worker,api")
     p.add_argument("--rate", type=int, default=100)
     p.add_argument("--tag", default="", help="prefix of the output names")
+    p.add_argument("--full", action="store_true", help="full-mode N (one run) instead of quick")
     args = p.parse_args()
     asyncio.run(main_async(args))
     sys.stdout.flush()
