@@ -252,8 +252,7 @@ class WorkPermitWorkflow(CaseWorkflowBase):
             if final.decision == "refuse":
                 await consideration.stop("decision taken")
                 return await self._refuse(final, hearing)
-        await consideration.stop("decision taken")
-        return await self._grant()
+        return await self._grant(consideration)
 
     # ------------------------------------------------------------------ steps
 
@@ -285,14 +284,15 @@ class WorkPermitWorkflow(CaseWorkflowBase):
                 )
             await workflow.wait_condition(lambda: self.supplied is not None)
             assert self.supplied is not None
-            await self.project(
-                self.event(
-                    "documents_supplied",
-                    actor=self.supplied.actor.user_id,
-                    documents=self.supplied.documents,
+            async with batched():
+                await self.project(
+                    self.event(
+                        "documents_supplied",
+                        actor=self.supplied.actor.user_id,
+                        documents=self.supplied.documents,
+                    )
                 )
-            )
-            await consideration.resume()
+                await consideration.resume()
 
     async def _hearing(
         self, consideration: LegalClock, intended: DecisionForm
@@ -312,27 +312,30 @@ class WorkPermitWorkflow(CaseWorkflowBase):
         assert self.rules is not None
         grounds = [self.rules.ground(code).ref() for code in final.grounds]
         await self._release_quota()
-        record = await self._issue(
+        return await self._conclude(
             DecisionOutcome.refused,
+            CaseStatus.refused,
             grounds=grounds,
             reasoning=final.reasoning,
             hearing=hearing,
             decided_by=self.tasks_done_by(TaskKind.objection_review),
         )
-        await self.set_status(
-            CaseStatus.refused, outcome=DecisionOutcome.refused, decision_number=record.number
-        )
-        return CaseResult(case_id=self.case_id, outcome=DecisionOutcome.refused, decision=record)
 
-    async def _grant(self) -> CaseResult:
+    async def _grant(self, consideration: LegalClock) -> CaseResult:
         assert self.rules is not None
         rules = self.rules
-        if self.fee_kzt > 0:
-            await self.set_status(CaseStatus.awaiting_payment, fee_kzt=self.fee_kzt)
-            fee_clock = LegalClock(
-                self, "fee_payment", "fee_payment", rules.clocks["fee_payment"], self._on_breach
-            )
-            due = await fee_clock.start()
+        fee_clock: LegalClock | None = None
+        if self.fee_kzt <= 0:
+            await consideration.stop("decision taken")
+        else:
+            # The decision taken, the fee asked and its clock started: one write.
+            async with batched():
+                await consideration.stop("decision taken")
+                await self.set_status(CaseStatus.awaiting_payment, fee_kzt=self.fee_kzt)
+                fee_clock = LegalClock(
+                    self, "fee_payment", "fee_payment", rules.clocks["fee_payment"], self._on_breach
+                )
+                due = await fee_clock.start()
             invoice = await workflow.execute_activity(
                 act.CREATE_INVOICE,
                 InvoiceRequest(case_id=self.case_id, amount_kzt=self.fee_kzt, due=due.deadline),
@@ -353,18 +356,16 @@ class WorkPermitWorkflow(CaseWorkflowBase):
             if self.payment is None:
                 await fee_clock.stop("fee not paid in time: application lapsed")
                 await self._release_quota()
-                record = await self._issue(DecisionOutcome.lapsed, decided_by="system")
-                await self.set_status(
-                    CaseStatus.lapsed, outcome=DecisionOutcome.lapsed, decision_number=record.number
+                return await self._conclude(
+                    DecisionOutcome.lapsed, CaseStatus.lapsed, decided_by="system"
                 )
-                return CaseResult(
-                    case_id=self.case_id, outcome=DecisionOutcome.lapsed, decision=record
-                )
-            await fee_clock.stop("fee paid")
         issuance = LegalClock(
             self, "issuance", "issuance", rules.clocks["issuance"], self._on_breach
         )
-        await issuance.start()
+        async with batched():
+            if fee_clock is not None:
+                await fee_clock.stop("fee paid")
+            await issuance.start()
         if self.quota is not None:
             committed = await workflow.execute_activity(
                 act.QUOTA_COMMIT,
@@ -376,19 +377,31 @@ class WorkPermitWorkflow(CaseWorkflowBase):
                 self.event(f"quota_{committed.state}", quota_key=committed.quota_key)
             )
         valid_from, valid_to = self._validity()
-        record = await self._issue(
+        return await self._conclude(
             DecisionOutcome.granted,
+            CaseStatus.issued,
+            (issuance, "permit issued"),
             valid_from=valid_from,
             valid_to=valid_to,
             decided_by=self.tasks_done_by(TaskKind.objection_review)
             or self.tasks_done_by(TaskKind.decision),
         )
+
+    async def _conclude(
+        self,
+        outcome: DecisionOutcome,
+        status: CaseStatus,
+        stop: tuple[LegalClock, str] | None = None,
+        **decision: Any,
+    ) -> CaseResult:
+        """The decision step, then its timeline entry, the last clock stopped and the final
+        status, written in one step."""
         async with batched():
-            await issuance.stop("permit issued")
-            await self.set_status(
-                CaseStatus.issued, outcome=DecisionOutcome.granted, decision_number=record.number
-            )
-        return CaseResult(case_id=self.case_id, outcome=DecisionOutcome.granted, decision=record)
+            record = await self._issue(outcome, **decision)
+            if stop is not None:
+                await stop[0].stop(stop[1])
+            await self.set_status(status, outcome=outcome, decision_number=record.number)
+        return CaseResult(case_id=self.case_id, outcome=outcome, decision=record)
 
     # ------------------------------------------------------------------ helpers
 
