@@ -25,6 +25,7 @@ from activities import quota as ledger
 from activities.registries import PaymentGateway, Registries
 from casework.calendar import compute_deadline, load_calendar, remaining_working_days
 from casework.contracts import (
+    BatchWritten,
     BookkeepingBatch,
     BookkeepingEntry,
     CaseEventIn,
@@ -54,7 +55,7 @@ from casework.projection import case_row_values
 from casework.readmodel_sql import insert_once, upsert
 from casework.rules import load_rules
 from casework.timeline import seal
-from casework.writer import write_transaction
+from casework.writer import GroupCommit
 from workflows import activity_names as act
 
 log = logging.getLogger("casework.activities")
@@ -204,22 +205,25 @@ class CaseActivities:
         registries: Registries,
         gateway: PaymentGateway,
         ruleset_override_dir: Path | None = None,
+        webhook_endpoints: int = 0,
     ) -> None:
         self.engine = engine
+        self.webhook_endpoints = webhook_endpoints
         self.registries = registries
         self.gateway = gateway
         self.override_dir = ruleset_override_dir
+        self.group = GroupCommit(engine)
 
     async def _db(self, fn: Callable[[], T]) -> T:
         # The database driver is blocking: keep it off the event loop shared with workflows.
         return await asyncio.to_thread(fn)
 
-    def _write(self, fn: Callable[[Connection], None]) -> None:
-        """One short write transaction (retried whole if two writers raced on an insert)."""
+    async def _write(self, fn: Callable[[Connection], None]) -> None:
+        """One write, committed together with the others waiting at that moment (tried
+        again if two writers raced on an insert)."""
         for attempt in range(5):
             try:
-                with write_transaction(self.engine) as conn:
-                    fn(conn)
+                await self.group.write(fn)
                 return
             except IntegrityError:
                 if attempt == 4:
@@ -277,24 +281,24 @@ class CaseActivities:
 
     @activity.defn(name=act.PROJECT_CASE)
     async def project_case(self, p: CaseProjection) -> None:
-        await self._db(lambda: self._write(case_writer(p)))
+        await self._write(case_writer(p))
 
     @activity.defn(name=act.PROJECT_TASK)
     async def project_task(self, change: TaskChange) -> None:
-        await self._db(lambda: self._write(task_writer(change)))
+        await self._write(task_writer(change))
 
     @activity.defn(name=act.PROJECT_CLOCK)
     async def project_clock(self, c: ClockProjection) -> None:
-        await self._db(lambda: self._write(clock_writer(c)))
+        await self._write(clock_writer(c))
 
     @activity.defn(name=act.NOTIFY)
     async def notify(self, n: Notification) -> None:
         """Deliver a notice: kept in the outbox table (read by the party through the API)."""
-        await self._db(lambda: self._write(notice_writer(n)))
+        await self._write(notice_writer(n))
         log.info("notice %s to %s on case %s", n.kind, n.to_role.value, n.case_id)
 
     @activity.defn(name=act.PROJECT_BATCH)
-    async def project_batch(self, batch: BookkeepingBatch) -> None:
+    async def project_batch(self, batch: BookkeepingBatch) -> BatchWritten:
         """The writes of one workflow step, in their order, in one transaction."""
         writers = [entry_writer(e) for e in batch.entries]
 
@@ -302,7 +306,7 @@ class CaseActivities:
             for w in writers:
                 w(conn)
 
-        await self._db(lambda: self._write(write))
+        await self._write(write)
         for e in batch.entries:
             if e.notice is not None:
                 log.info(
@@ -311,6 +315,7 @@ class CaseActivities:
                     e.notice.to_role.value,
                     e.notice.case_id,
                 )
+        return BatchWritten(webhook_endpoints=self.webhook_endpoints)
 
     # ------------------------------------------------------------------ quota ledger
 

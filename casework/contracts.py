@@ -568,6 +568,13 @@ class BookkeepingBatch(BaseModel):
     entries: list[BookkeepingEntry]
 
 
+class BatchWritten(BaseModel):
+    """What the worker tells the workflow after a batch: how many webhook endpoints
+    subscribe to clock notices (none: the workflow schedules no delivery)."""
+
+    webhook_endpoints: int
+
+
 class VacancyCheck(BaseModel):
     vacancy_code: str
     employer_bin: str

@@ -66,7 +66,13 @@ def build_worker(
         secret=settings.gateway_secret,
         latency=settings.simulator_latency,
     )
-    case = CaseActivities(engine, registries, gateway, settings.ruleset_override_dir)
+    case = CaseActivities(
+        engine,
+        registries,
+        gateway,
+        settings.ruleset_override_dir,
+        webhook_endpoints=len(settings.webhook_urls),
+    )
     decisions = DecisionActivities(
         engine,
         Path(settings.effective_document_dir),

@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         FORMS,
         KZ_TZ,
         Actor,
+        BatchWritten,
         BookkeepingBatch,
         BookkeepingEntry,
         BreachAction,
@@ -94,6 +95,7 @@ _BATCHABLE = {
 class _Batch:
     def __init__(self) -> None:
         self.entries: list[BookkeepingEntry] = []
+        self.deliveries: list[ClockNotice] = []  # webhooks, scheduled if anyone subscribes
         self.open = True  # a task started inside the block must not add to it afterwards
 
 
@@ -119,10 +121,19 @@ async def batched() -> AsyncIterator[None]:
     finally:
         batch.open = False
         _batch.reset(token)
+        written: BatchWritten | None = None
         if batch.entries:
-            await workflow.execute_local_activity(
-                act.PROJECT_BATCH, BookkeepingBatch(entries=batch.entries), **LOCAL
+            written = await workflow.execute_local_activity(
+                act.PROJECT_BATCH,
+                BookkeepingBatch(entries=batch.entries),
+                result_type=BatchWritten,
+                **LOCAL,
             )
+        # Clock notices go to webhook subscribers; with none, no delivery step is scheduled.
+        if batch.deliveries and (written is None or written.webhook_endpoints > 0):
+            wf = workflow.instance()
+            for notice in batch.deliveries:
+                wf.start_delivery(notice)
 
 
 async def bookkeeping(
@@ -262,7 +273,13 @@ class CaseWorkflowBase:
             workflow.upsert_search_attributes(updates)
 
     def start_delivery(self, notice: ClockNotice) -> None:
-        """Webhooks run beside the case: a receiver that is down never holds the case up."""
+        """Webhooks run beside the case: a receiver that is down never holds the case up.
+        Inside a `batched()` block the delivery waits for the block's write (which says
+        whether any endpoint subscribes)."""
+        batch = _batch.get()
+        if batch is not None and batch.open:
+            batch.deliveries.append(notice)
+            return
 
         async def deliver() -> None:
             await workflow.execute_activity(act.DELIVER_WEBHOOKS, notice, **WEBHOOK)

@@ -200,7 +200,8 @@ async def test_refusal_cannot_happen_without_a_hearing(cases: CaseRunner) -> Non
 
 async def test_a_breach_reaches_the_read_model_in_one_step(cases: CaseRunner) -> None:
     """The clock event, the escalated task and the supervisors' notice are written
-    together: one local activity, one transaction, after the breach timer fires."""
+    together: one local activity, one transaction, after the breach timer fires. With no
+    webhook endpoint configured, no delivery step is scheduled for the clock notices."""
     handle = await cases.start()
     await complete(handle, TaskKind.document_check, {"outcome": "complete"})
     await wait_task(handle, TaskKind.decision)
@@ -217,6 +218,12 @@ async def test_a_breach_reaches_the_read_model_in_one_step(cases: CaseRunner) ->
             details = ev.marker_recorded_event_attributes.details
             if "data" in details and steps:
                 steps[-1].append(json.loads(details["data"].payloads[0].data)["activity_type"])
+    scheduled = [
+        ev.activity_task_scheduled_event_attributes.activity_type.name
+        for ev in history.events
+        if ev.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert "deliver_webhooks" not in scheduled
     breach_steps = [s for s in steps if "project_batch" in s]
     # at risk (the clock alone), then the breach with its escalation and notice
     assert breach_steps, steps
