@@ -107,5 +107,6 @@ def build_worker(
         ],
         activity_executor=pool,
         max_concurrent_activities=64,
+        max_concurrent_workflow_task_polls=settings.worker_workflow_polls,
     )
     return worker, pool

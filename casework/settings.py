@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     # worker is bound by its interpreter lock to about one core; a second process uses
     # the rest of the machine (sticky execution keeps each case on one of them).
     worker_processes: int = 0
+    # Concurrent workflow-task polls per worker process: a burst of due timers (200 clocks
+    # in one second) is taken up by this many polls at a time.
+    worker_workflow_polls: int = 16
     worker_metrics_address: str = ""  # e.g. 127.0.0.1:9464: the Temporal SDK's Prometheus metrics
     # Simulated registries: latency (seconds) and share of transient failures.
     simulator_latency: float = 0.05
