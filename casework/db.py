@@ -12,12 +12,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy import JSON, Column, Index, String, Table, UniqueConstraint, event, inspect, text
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Field, Session, SQLModel, create_engine
 
 from casework.contracts import CLOSED_STATUSES
-from casework.writer import BUSY_TIMEOUT_MS
+from casework.writer import BUSY_TIMEOUT_MS, write_transaction
 
 # Partial-index predicates of the SLA board's indexes (api/sla.py): open tasks, done tasks,
 # open cases, cases at risk or breached. PostgreSQL uses an index when the query's WHERE
@@ -29,6 +29,7 @@ _OPEN_CASE = text(
 )
 _SLA_CASE = text("sla_state IN ('at_risk', 'breached')")
 _SLA_TASK = text("status IN ('open', 'claimed') AND sla_state IN ('at_risk', 'breached')")
+_BREACH = text("kind = 'clock_breached'")
 
 
 def _partial(name: str, where: Any, *columns: str) -> Index:
@@ -74,20 +75,6 @@ class TaskRow(SQLModel, table=True):
     __tablename__ = "task"
     __table_args__ = (
         Index("ix_task_inbox", "status", "region", "due_at"),
-        # SLA board: open tasks at risk or breached, most overdue first (list and count).
-        _partial(
-            "ix_task_sla_due",
-            _SLA_TASK,
-            "due_at", "opened_at", "task_id", "sla_state", "region", "procedure", "kind",
-            "case_id",
-        ),
-        # SLA board: open tasks by queue (procedure, step, region, consulate) in work order.
-        _partial(
-            "ix_task_open_queue",
-            _OPEN_TASK,
-            "procedure", "kind", "region", "consulate", "due_at", "opened_at", "task_id",
-            "sla_state", "case_id",
-        ),
         # SLA board: the oldest open task of a group.
         _partial("ix_task_open_opened", _OPEN_TASK, "opened_at", "task_id"),
         # SLA board: tasks done in a period (time in step, throughput), index-only.
@@ -270,6 +257,219 @@ class CalendarDayRow(SQLModel, table=True):
     updated_at: datetime
 
 
+# --------------------------------------------------------------------------- SLA board copies
+#
+# The SLA board cuts tasks and clock breaches by their case's region (a regional
+# supervisor sees the tasks of the region's cases; a consular task, which has no region of
+# its own, counts in its case's region). Instead of joining every task to its case, the
+# database keeps a copy of the case's region on the task row and on each clock_breached
+# event (`case_region`), and on PostgreSQL each done task's hours in step
+# (`hours_in_step`, a generated column). Triggers keep the copies equal to the case row in
+# the writer's own transaction, whoever writes (projection upserts, the API's registration
+# row, bulk loads, tests): a task or event takes its case's region when written, and a case
+# whose region changes (a kandas settlement moved) hands the new one to its rows. The
+# columns are not model fields: no writer sets them and no view shows them.
+
+TASK: Table = TaskRow.__table__  # type: ignore[attr-defined]
+CASE_EVENT: Table = CaseEventRow.__table__  # type: ignore[attr-defined]
+TASK.append_column(Column("case_region", String, nullable=True))
+CASE_EVENT.append_column(Column("case_region", String, nullable=True))
+
+_t = TASK.c
+Index(
+    # SLA board: open tasks at risk or breached, most overdue first (list and count).
+    "ix_task_sla_due",
+    _t.due_at, _t.opened_at, _t.task_id, _t.sla_state, _t.region, _t.case_region,
+    _t.procedure, _t.kind, _t.case_id,
+    postgresql_where=_SLA_TASK, sqlite_where=_SLA_TASK,
+)  # fmt: skip
+Index(
+    # SLA board: open tasks by queue (procedure, step, region, consulate) in work order.
+    "ix_task_open_queue",
+    _t.procedure, _t.kind, _t.region, _t.consulate, _t.due_at, _t.opened_at, _t.task_id,
+    _t.sla_state, _t.case_id, _t.case_region,
+    postgresql_where=_OPEN_TASK, sqlite_where=_OPEN_TASK,
+)  # fmt: skip
+Index(
+    # SLA board: open tasks counted by scope, procedure, step and state (in index order).
+    "ix_task_open_scope",
+    _t.region, _t.case_region, _t.procedure, _t.kind, _t.sla_state, _t.opened_at,
+    postgresql_where=_OPEN_TASK, sqlite_where=_OPEN_TASK,
+)  # fmt: skip
+Index(
+    # SLA board: a region's clock breaches per day.
+    "ix_case_event_breach_scope",
+    CASE_EVENT.c.case_region, CASE_EVENT.c.at,
+    postgresql_where=_BREACH, sqlite_where=_BREACH,
+)  # fmt: skip
+
+# PostgreSQL: done tasks by procedure, step and board region in completion order, with
+# the hours in step precomputed, so each group's percentiles and each queue's recent
+# throughput read one index range (api/sla.py).
+_PG_BOARD_DDL = (
+    "ALTER TABLE task ADD COLUMN IF NOT EXISTS hours_in_step double precision GENERATED ALWAYS"
+    " AS (CAST(EXTRACT(epoch FROM completed_at - opened_at) AS double precision) / 3600.0)"
+    " STORED",
+    "CREATE INDEX IF NOT EXISTS ix_task_done_step ON task"
+    " (procedure, kind, (coalesce(region, case_region, '')), completed_at)"
+    " INCLUDE (hours_in_step, region, case_region, consulate) WHERE status = 'done'",
+)
+
+# A row's copy is set before the row is written: on insert, and on an update that changes
+# what it depends on (or the copy itself).
+_PG_FILL = """
+    CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        NEW.case_region := {value};
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER {name} BEFORE INSERT ON {table} FOR EACH ROW {when}
+        EXECUTE FUNCTION {name}();
+    CREATE TRIGGER {name}_upd BEFORE UPDATE OF {columns} ON {table} FOR EACH ROW
+        WHEN ({changed}) EXECUTE FUNCTION {name}();
+"""
+
+
+def _pg_fill(name: str, table: str, value: str, columns: tuple[str, ...], when: str = "") -> str:
+    changed = " OR ".join(f"OLD.{c} IS DISTINCT FROM NEW.{c}" for c in columns)
+    return _PG_FILL.format(
+        name=name, table=table, value=value, columns=", ".join(columns), changed=changed, when=when
+    )
+
+
+_CASE_REGION_OF_NEW = "(SELECT region FROM case_file WHERE case_id = NEW.case_id)"
+_PG_TRIGGERS = {
+    "casework_task_case_region": _pg_fill(
+        "casework_task_case_region", "task", _CASE_REGION_OF_NEW, ("case_id", "case_region")
+    ),
+    # Only clock breaches carry the copy (the board's breaches per day).
+    "casework_event_case_region": _pg_fill(
+        "casework_event_case_region",
+        "case_event",
+        f"CASE WHEN NEW.kind = 'clock_breached' THEN {_CASE_REGION_OF_NEW} END",
+        ("case_id", "kind", "case_region"),
+        when="WHEN (NEW.kind = 'clock_breached' OR NEW.case_region IS NOT NULL)",
+    ),
+    # The rows' own triggers look the region up again, so touching them is enough.
+    "casework_case_region": """
+        CREATE OR REPLACE FUNCTION casework_case_region() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            cid varchar := CASE WHEN TG_OP = 'DELETE' THEN OLD.case_id ELSE NEW.case_id END;
+            reg varchar := CASE WHEN TG_OP = 'DELETE' THEN NULL ELSE NEW.region END;
+        BEGIN
+            UPDATE task SET case_region = reg
+                WHERE case_id = cid AND case_region IS DISTINCT FROM reg;
+            UPDATE case_event SET case_region = reg
+                WHERE case_id = cid AND kind = 'clock_breached'
+                  AND case_region IS DISTINCT FROM reg;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER casework_case_region AFTER INSERT OR DELETE ON case_file
+            FOR EACH ROW EXECUTE FUNCTION casework_case_region();
+        CREATE TRIGGER casework_case_region_upd AFTER UPDATE OF region ON case_file
+            FOR EACH ROW WHEN (OLD.region IS DISTINCT FROM NEW.region)
+            EXECUTE FUNCTION casework_case_region();
+    """,
+}
+
+# SQLite triggers cannot change the row being written: they correct it right after. The
+# same correction runs after an insert and after an update of the columns it depends on.
+_SQLITE_TASK_FIX = """
+    WHEN NEW.case_region IS NOT (SELECT region FROM case_file WHERE case_id = NEW.case_id)
+    BEGIN
+        UPDATE task SET case_region = (SELECT region FROM case_file WHERE case_id = NEW.case_id)
+        WHERE task_id = NEW.task_id;
+    END"""
+_SQLITE_EVENT_FIX = """
+    WHEN NEW.case_region IS NOT (CASE WHEN NEW.kind = 'clock_breached'
+        THEN (SELECT region FROM case_file WHERE case_id = NEW.case_id) END)
+    BEGIN
+        UPDATE case_event SET case_region = (CASE WHEN NEW.kind = 'clock_breached'
+            THEN (SELECT region FROM case_file WHERE case_id = NEW.case_id) END)
+        WHERE id = NEW.id;
+    END"""
+# A case inserted, moved or deleted hands its region (or none) to its rows.
+_SQLITE_CASE_HANDS_ON = """
+    BEGIN
+        UPDATE task SET case_region = {new}.region
+        WHERE case_id = {new}.case_id AND case_region IS NOT {new}.region;
+        UPDATE case_event SET case_region = {new}.region
+        WHERE case_id = {new}.case_id AND kind = 'clock_breached'
+          AND case_region IS NOT {new}.region;
+    END"""
+_SQLITE_TRIGGERS = {
+    "casework_task_case_region": "CREATE TRIGGER casework_task_case_region"
+    " AFTER INSERT ON task" + _SQLITE_TASK_FIX,
+    "casework_task_case_region_upd": "CREATE TRIGGER casework_task_case_region_upd"
+    " AFTER UPDATE OF case_id, case_region ON task" + _SQLITE_TASK_FIX,
+    "casework_event_case_region": "CREATE TRIGGER casework_event_case_region"
+    " AFTER INSERT ON case_event" + _SQLITE_EVENT_FIX,
+    "casework_event_case_region_upd": "CREATE TRIGGER casework_event_case_region_upd"
+    " AFTER UPDATE OF case_id, kind, case_region ON case_event" + _SQLITE_EVENT_FIX,
+    "casework_case_region_ins": "CREATE TRIGGER casework_case_region_ins"
+    " AFTER INSERT ON case_file" + _SQLITE_CASE_HANDS_ON.replace("{new}", "NEW"),
+    "casework_case_region_upd": "CREATE TRIGGER casework_case_region_upd"
+    " AFTER UPDATE OF region ON case_file WHEN OLD.region IS NOT NEW.region"
+    + _SQLITE_CASE_HANDS_ON.replace("{new}", "NEW"),
+    # The deleted case's rows are looked up by its id, and get no region.
+    "casework_case_region_del": "CREATE TRIGGER casework_case_region_del"
+    " AFTER DELETE ON case_file"
+    + _SQLITE_CASE_HANDS_ON.replace("{new}.region", "NULL").replace("{new}", "OLD"),
+}
+
+# A read model created before the copies existed gets the columns, filled from the cases.
+_BACKFILL = {
+    "task": "UPDATE task SET case_region ="
+    " (SELECT region FROM case_file WHERE case_file.case_id = task.case_id)",
+    "case_event": "UPDATE case_event SET case_region ="
+    " (SELECT region FROM case_file WHERE case_file.case_id = case_event.case_id)"
+    " WHERE kind = 'clock_breached'",
+}
+
+
+def _board_copies(conn: Connection) -> None:
+    """Add the SLA board's copies to a read model that predates them, and their triggers."""
+    postgres = conn.dialect.name == "postgresql"
+    backfill = []
+    for table in (TASK, CASE_EVENT):
+        if "case_region" not in {c["name"] for c in inspect(conn).get_columns(table.name)}:
+            conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN case_region VARCHAR"))
+            backfill.append(_BACKFILL[table.name])
+    if postgres:
+        present = set(
+            conn.execute(text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")).scalars()
+        )
+        for name, ddl in _PG_TRIGGERS.items():
+            if name not in present:
+                conn.exec_driver_sql(ddl)
+    else:
+        present = set(
+            conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'")).scalars()
+        )
+        for name, ddl in _SQLITE_TRIGGERS.items():
+            if name not in present:
+                conn.exec_driver_sql(ddl)
+    # Filled once the triggers are in place: from here on every write keeps the copies.
+    for sql in backfill:
+        conn.execute(text(sql))
+    if postgres:
+        for ddl in _PG_BOARD_DDL:
+            conn.exec_driver_sql(ddl)
+
+
+def _create_indexes(conn: Connection) -> None:
+    """Create the missing indexes, and again those whose columns changed since."""
+    for table in SQLModel.metadata.sorted_tables:
+        found = {ix["name"]: ix["column_names"] for ix in inspect(conn).get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name in found and found[index.name] != [c.name for c in index.columns]:
+                index.drop(conn)
+                found.pop(index.name)
+            if index.name not in found:
+                index.create(conn)
+
+
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
@@ -297,13 +497,17 @@ def get_engine(url: str) -> Engine:
 
 
 def create_all(engine: Engine) -> None:
-    """Create missing tables, and missing indexes on tables that exist already (a read
-    model created by an earlier version gets the indexes added since)."""
-    SQLModel.metadata.create_all(engine)
-    with engine.begin() as conn:
-        for table in SQLModel.metadata.sorted_tables:
-            for index in table.indexes:
-                index.create(conn, checkfirst=True)
+    """Create missing tables, and on tables that exist already the columns, triggers and
+    indexes added since (a read model created by an earlier version is brought up to date).
+
+    One transaction; on PostgreSQL processes starting together take turns (advisory lock).
+    """
+    with write_transaction(engine) as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('casework.create_all'))"))
+        SQLModel.metadata.create_all(conn)
+        _board_copies(conn)
+        _create_indexes(conn)
 
 
 def session(engine: Engine) -> Session:
