@@ -1,12 +1,14 @@
 """The supervisors' SLA board: read-model queries behind `/api/v1/sla/*`.
 
 Every query is cut to the caller's scope with `policy.case_filter` / `policy.task_filter`,
-so a regional supervisor never reads another region's rows. Counts, oldest tasks, queue
-positions, percentiles and breaches per day are aggregated in the database over partial
-indexes (casework.db), so no query reads all the open or done rows into Python; the two
-aggregates that do not port (percentiles, calendar-day buckets) fall back to Python on
-SQLite, the small embedded default. Lists sort by urgency in index order with LIMIT.
-Datetime columns hold aware UTC; every timestamp returned is ISO 8601 in UTC.
+so a regional supervisor never reads another region's rows. A task or a clock breach is
+cut by its case's region through the copy of it the database keeps on the row
+(`case_region`, casework.db), so no board query joins the case table. Counts, oldest
+tasks, queue positions, percentiles and breaches per day are aggregated in the database
+over partial indexes (casework.db), so no query reads all the open or done rows into
+Python; the two aggregates that do not port (percentiles, calendar-day buckets) fall back
+to Python on SQLite, the small embedded default. Lists sort by urgency in index order with
+LIMIT. Datetime columns hold aware UTC; every timestamp returned is ISO 8601 in UTC.
 """
 
 from __future__ import annotations
@@ -19,14 +21,31 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Date, Float, cast, extract, or_, text, tuple_
+from sqlalchemy import (
+    Column,
+    Date,
+    DateTime,
+    Float,
+    String,
+    Table,
+    cast,
+    column,
+    literal_column,
+    or_,
+    text,
+    true,
+    tuple_,
+    values,
+)
+from sqlalchemy import select as sql_select
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import ColumnElement, True_
 from sqlmodel import Session, col, func, select
 
 from api import policy
 from casework.contracts import CLOSED_STATUSES, KZ_TZ, Actor, SlaState, TaskStatus
-from casework.db import CaseEventRow, CaseRow, ClockRow, TaskRow
+from casework.db import CASE_EVENT, TASK, CaseEventRow, CaseRow, ClockRow, TaskRow
 
 BOARD_STATES = (
     SlaState.on_track.value,
@@ -99,42 +118,52 @@ def scope_view(actor: Actor) -> dict[str, Any]:
 # --------------------------------------------------------------------------- scoped selects
 
 
-def _case_scope_trivial(actor: Actor) -> bool:
-    """The caller's case filter lets every case through (national supervisor, auditor)."""
-    return isinstance(policy.case_filter(actor), True_)
+CASE: Table = CaseRow.__table__  # type: ignore[attr-defined]
+TASK_CASE_REGION: Column[str] = TASK.c.case_region
+EVENT_CASE_REGION: Column[str] = CASE_EVENT.c.case_region
 
 
-def _task_region(joined: bool = True) -> Any:
+def _task_region() -> Any:
     # Consular tasks carry no region of their own; they count in their case's region.
-    if joined:
-        return func.coalesce(TaskRow.region, CaseRow.region)
-    # Without the join, the case is looked up only for a task without a region.
-    case_region = (
-        select(CaseRow.region)
-        .where(col(CaseRow.case_id) == col(TaskRow.case_id))
-        .correlate(TaskRow)
-        .scalar_subquery()
+    return func.coalesce(TaskRow.region, TASK_CASE_REGION)
+
+
+def _on_copy(case_filter: ColumnElement[bool], copy: Column[str]) -> ColumnElement[bool] | None:
+    """A condition on the case row as one on a row's copy of its case's region (None when it
+    reads any other column of the case)."""
+    used = {
+        c.name for c in visitors.iterate(case_filter) if isinstance(c, Column) and c.table is CASE
+    }
+    if not used <= {"region"}:
+        return None
+    swapped: ColumnElement[bool] = visitors.replacement_traverse(  # type: ignore[call-overload]
+        case_filter,
+        {},
+        lambda el: copy if isinstance(el, Column) and el.table is CASE else None,
     )
-    return func.coalesce(TaskRow.region, case_region)
+    return swapped
 
 
-def _task_scope(actor: Actor) -> tuple[bool, Any]:
-    """Whether task queries join their case for the caller's scope, and the task region.
+def _case_scope(actor: Actor) -> ColumnElement[bool]:
+    """`policy.case_filter` for task rows: on the task's copy of its case's region, or (a
+    scope that reads other case columns) on the case row itself."""
+    case_filter = policy.case_filter(actor)
+    on_copy = _on_copy(case_filter, TASK_CASE_REGION)
+    if on_copy is not None:
+        return on_copy
+    return col(TaskRow.case_id).in_(select(CaseRow.case_id).where(case_filter))
 
-    A case row is written before its first task and never deleted, so when the case filter
-    lets every case through the join changes no result: it is left out, and the large
-    national aggregates read the task indexes alone.
-    """
-    joined = not _case_scope_trivial(actor)
-    return joined, _task_region(joined)
+
+TaskScope = tuple[ColumnElement[bool], ...]
 
 
-def _scoped_tasks(actor: Actor, *columns: Any, joined: bool = True) -> Any:
-    stmt = select(*columns).select_from(TaskRow)
-    if joined:
-        stmt = stmt.join(CaseRow, col(CaseRow.case_id) == col(TaskRow.case_id))
-        return stmt.where(policy.task_filter(actor), policy.case_filter(actor))
-    return stmt.where(policy.task_filter(actor))
+def _task_scope(actor: Actor) -> TaskScope:
+    """The caller's tasks: built once per request, used by each of its queries."""
+    return policy.task_filter(actor), _case_scope(actor)
+
+
+def _scoped_tasks(scope: TaskScope, *columns: Any) -> Any:
+    return select(*columns).select_from(TaskRow).where(*scope)
 
 
 def _filters(
@@ -182,7 +211,8 @@ def overview(
 ) -> dict[str, Any]:
     _board_session(session)
     since = period_start(now, period_days)
-    joined, region_expr = _task_scope(actor)
+    scope = _task_scope(actor)
+    region_expr = _task_region()
     task_where = _filters(procedure, region, col(TaskRow.procedure), region_expr)
     open_where = [col(TaskRow.status).in_(OPEN_TASK), *task_where]
 
@@ -193,25 +223,17 @@ def overview(
             groups[key] = {"open": _empty_counts(), "oldest": None, "time": (None, None, 0)}
         return groups[key]
 
-    # Open tasks: counts by state and the oldest opening time, aggregated in the database.
-    reg = region_expr.label("region")
+    # Open tasks: counts by state and the oldest opening time, aggregated in the database
+    # in the order of ix_task_open_scope (no sort); the board region is taken here.
+    by = (TaskRow.region, TASK_CASE_REGION, TaskRow.procedure, TaskRow.kind, TaskRow.sla_state)
     counted = session.exec(
-        _scoped_tasks(
-            actor,
-            TaskRow.procedure,
-            reg,
-            TaskRow.kind,
-            TaskRow.sla_state,
-            func.count(),
-            func.min(TaskRow.opened_at),
-            joined=joined,
-        )
+        _scoped_tasks(scope, *by, func.count(), func.min(TaskRow.opened_at))
         .where(*open_where)
-        .group_by(TaskRow.procedure, reg, TaskRow.kind, TaskRow.sla_state)
+        .group_by(*by)
     ).all()
     first: dict[tuple[str, str | None, str], datetime] = {}
-    for proc, reg_v, kind, state, n, opened_at in counted:
-        key = (proc, reg_v, kind)
+    for task_reg, case_reg, proc, kind, state, n, opened_at in counted:
+        key = (proc, task_reg if task_reg is not None else case_reg, kind)
         g = group(key)
         if state in g["open"]:
             g["open"][state] += n
@@ -224,7 +246,7 @@ def overview(
     if first:
         candidates = session.exec(
             _scoped_tasks(
-                actor,
+                scope,
                 TaskRow.task_id,
                 TaskRow.case_id,
                 TaskRow.procedure,
@@ -232,7 +254,6 @@ def overview(
                 TaskRow.kind,
                 TaskRow.sla_state,
                 TaskRow.opened_at,
-                joined=joined,
             ).where(
                 *open_where,
                 col(TaskRow.opened_at).in_(sorted({db_time(t) for t in first.values()})),
@@ -246,8 +267,10 @@ def overview(
             if key in groups and groups[key]["oldest"] is None and opened == first.get(key):
                 groups[key]["oldest"] = (task_id, opened, case_id, state)
 
+    # A caller with a region sees that region's tasks only (policy.task_filter).
+    board = region or (actor.region.value if actor.region else None)
     for key, time_in_step in _time_in_step(
-        session, actor, joined, region_expr, since, now, task_where
+        session, scope, region_expr, board, since, now, task_where
     ).items():
         group(key)["time"] = time_in_step
 
@@ -290,63 +313,111 @@ TimeInStep = tuple[float | None, float | None, int]  # median, p90, count (hours
 
 def _time_in_step(
     session: Session,
-    actor: Actor,
-    joined: bool,
+    scope: TaskScope,
     region_expr: Any,
+    board: str | None,
     since: datetime,
     now: datetime,
     task_where: list[ColumnElement[bool]],
 ) -> dict[tuple[str, str | None, str], TimeInStep]:
-    """Median and p90 hours from opening to completion of the tasks done in the period."""
+    """Median and p90 hours from opening to completion of the tasks done in the period.
+
+    `board`: the one board region all the caller's tasks are in, if there is one.
+    """
     done_where = [
         TaskRow.status == TaskStatus.done.value,
         col(TaskRow.completed_at) >= db_time(since),
         col(TaskRow.completed_at) <= db_time(now),
         *task_where,
     ]
-    reg = region_expr.label("region")
     out: dict[tuple[str, str | None, str], TimeInStep] = {}
     if _is_postgres(session):
-        # percentile_cont interpolates linearly between closest ranks, as `percentile` does.
-        span = (
-            cast(extract("epoch", col(TaskRow.completed_at) - col(TaskRow.opened_at)), Float)
-            / 3600.0
-        )
-        rows = session.exec(
-            _scoped_tasks(
-                actor,
-                TaskRow.procedure,
-                reg,
-                TaskRow.kind,
-                func.percentile_cont(0.5).within_group(span),
-                func.percentile_cont(0.9).within_group(span),
-                func.count(),
-                joined=joined,
-            )
-            .where(*done_where)
-            .group_by(TaskRow.procedure, reg, TaskRow.kind)
-        ).all()
-        for proc, reg_v, kind, median, p90, n in rows:
-            out[(proc, reg_v, kind)] = (_round(median), _round(p90), n)
+        for proc, reg_v, kind, median, p90, n in session.exec(
+            _step_percentiles(scope, board, done_where)
+        ).all():
+            out[(proc, reg_v or None, kind)] = (_round(median), _round(p90), n)
         return out
     # Portable fallback (SQLite, the embedded default): percentiles in Python.
     durations: dict[tuple[str, str | None, str], list[float]] = defaultdict(list)
     for proc, reg_v, kind, opened_at, completed_at in session.exec(
         _scoped_tasks(
-            actor,
+            scope,
             TaskRow.procedure,
-            reg,
+            region_expr,
             TaskRow.kind,
             TaskRow.opened_at,
             TaskRow.completed_at,
-            joined=joined,
         ).where(*done_where)
     ).all():
         spent = utc(completed_at) - utc(opened_at)  # type: ignore[operator]
         durations[(proc, reg_v, kind)].append(spent.total_seconds() / 3600)
-    for key, values in durations.items():
-        out[key] = (percentile(values, 0.5), percentile(values, 0.9), len(values))
+    for key, hours in durations.items():
+        out[key] = (percentile(hours, 0.5), percentile(hours, 0.9), len(hours))
     return out
+
+
+def _step_board(t: Any) -> Any:
+    """The board region as ix_task_done_step indexes it ('' for a task of no region at all)."""
+    return func.coalesce(t.c.region, t.c.case_region, literal_column("''"))
+
+
+def _step_percentiles(scope: TaskScope, board: str | None, done_where: list[Any]) -> Any:
+    """PostgreSQL: time in step per procedure, step and board region, one index range each.
+
+    Sorting the period's done tasks by group costs more than the percentiles themselves,
+    so the groups are enumerated from ix_task_done_step (a recursive skip scan: one index
+    probe per group) and each group's tasks done in the period are read in index order,
+    with their hours precomputed (`hours_in_step`). percentile_cont interpolates linearly
+    between closest ranks, as `percentile` does, over the same float values.
+    """
+    first = TASK.alias("first_step")
+    step = (
+        sql_select(first.c.procedure, first.c.kind, _step_board(first).label("board"))
+        .where(first.c.status == TaskStatus.done.value)
+        .order_by(first.c.procedure, first.c.kind, _step_board(first))
+        .limit(1)
+        .cte("step", recursive=True)
+    )
+    after = TASK.alias("next_step")
+    following = (
+        sql_select(after.c.procedure, after.c.kind, _step_board(after).label("board"))
+        .where(
+            after.c.status == TaskStatus.done.value,
+            tuple_(after.c.procedure, after.c.kind, _step_board(after))
+            > tuple_(step.c.procedure, step.c.kind, step.c.board),
+        )
+        .order_by(after.c.procedure, after.c.kind, _step_board(after))
+        .limit(1)
+        .lateral("following")
+    )
+    step = step.union_all(
+        sql_select(following.c.procedure, following.c.kind, following.c.board).select_from(
+            step.join(following, true())
+        )
+    )
+    hours = literal_column("task.hours_in_step", Float)
+    stats = (
+        _scoped_tasks(
+            scope,
+            func.percentile_cont(0.5).within_group(hours).label("median"),
+            func.percentile_cont(0.9).within_group(hours).label("p90"),
+            func.count().label("n"),
+        )
+        .where(
+            *done_where,
+            TaskRow.procedure == step.c.procedure,
+            TaskRow.kind == step.c.kind,
+            _step_board(TASK) == step.c.board,
+        )
+        .lateral("stats")
+    )
+    return (
+        sql_select(
+            step.c.procedure, step.c.board, step.c.kind, stats.c.median, stats.c.p90, stats.c.n
+        )
+        .select_from(step.join(stats, true()))
+        .where(stats.c.n > 0, *([step.c.board == board] if board else []))
+    )
 
 
 def _round(value: float | None) -> float | None:
@@ -399,11 +470,19 @@ def _breaches_per_day(
         col(CaseEventRow.at) <= db_time(now),
     ]
     case_where = [
-        policy.case_filter(actor),
-        *_filters(procedure, region, col(CaseRow.procedure), col(CaseRow.region)),
+        w
+        for w in (
+            policy.case_filter(actor),
+            *_filters(procedure, region, col(CaseRow.procedure), col(CaseRow.region)),
+        )
+        if not isinstance(w, True_)
     ]
-    # Every event has its case row: the join is needed only to cut by scope or filter.
-    if any(not isinstance(w, True_) for w in case_where):
+    # A cut by the case's region reads the event's copy of it; any other cut (procedure)
+    # joins the case. Every event has its case row: uncut, no join is needed.
+    on_copy = [_on_copy(w, EVENT_CASE_REGION) for w in case_where]
+    if all(w is not None for w in on_copy):
+        where += on_copy
+    else:
         where += [col(CaseRow.case_id) == col(CaseEventRow.case_id), *case_where]
     per_day: Counter[date] = Counter()
     if _is_postgres(session):
@@ -555,22 +634,23 @@ def sla_tasks(
     region: str | None = None,
 ) -> dict[str, Any]:
     _board_session(session)
-    joined, region_expr = _task_scope(actor)
+    scope = _task_scope(actor)
+    region_expr = _task_region()
     where = [
         col(TaskRow.status).in_(OPEN_TASK),
         col(TaskRow.sla_state).in_(_states(state)),
         *_filters(procedure, region, col(TaskRow.procedure), region_expr),
     ]
-    total = session.exec(_scoped_tasks(actor, func.count(), joined=joined).where(*where)).one()
+    total = session.exec(_scoped_tasks(scope, func.count()).where(*where)).one()
     rows = session.exec(
-        _scoped_tasks(actor, TaskRow, region_expr, joined=joined)
+        _scoped_tasks(scope, TaskRow, region_expr)
         .where(*where)
         .order_by(col(TaskRow.due_at).nulls_last(), col(TaskRow.opened_at), col(TaskRow.task_id))
         .offset(offset)
         .limit(limit)
     ).all()
     clocks = _live_clocks(session, (t.case_id for t, _ in rows))
-    forecasts = _page_forecast(session, actor, [t for t, _ in rows], now, window_days)
+    forecasts = _page_forecast(session, scope, [t for t, _ in rows], now, window_days)
     items = []
     for t, case_region in rows:
         live = clocks.get(t.case_id, [])
@@ -601,6 +681,139 @@ def sla_tasks(
 # --------------------------------------------------------------------------- forecast
 
 QueueKey = tuple[str, str, str | None, str | None]  # procedure, kind, region, consulate
+
+
+def _page_cte(tasks: Sequence[TaskRow], name: str) -> Any:
+    """The page's tasks (their queue and place in it) as rows the database can join."""
+    return (
+        values(
+            column("task_id", String),
+            column("procedure", String),
+            column("kind", String),
+            column("region", String),
+            column("consulate", String),
+            column("due_at", DateTime(timezone=True)),
+            column("opened_at", DateTime(timezone=True)),
+            name=name,
+        )
+        .data(
+            [
+                (
+                    t.task_id,
+                    t.procedure,
+                    t.kind,
+                    t.region,
+                    t.consulate,
+                    None if t.due_at is None else db_time(t.due_at),
+                    db_time(t.opened_at),
+                )
+                for t in tasks
+            ]
+        )
+        .cte(name)
+    )
+
+
+def _same(column: Any, value: Any, none: bool) -> ColumnElement[bool]:
+    # One statement per pattern of missing values: equality with a column stays indexable.
+    return column.is_(None) if none else column == value  # type: ignore[no-any-return]
+
+
+def _patterns(tasks: Iterable[TaskRow], *missing: str) -> dict[tuple[bool, ...], list[TaskRow]]:
+    out: dict[tuple[bool, ...], list[TaskRow]] = defaultdict(list)
+    for t in tasks:
+        out[tuple(getattr(t, m) is None for m in missing)].append(t)
+    return out
+
+
+def _ahead(session: Session, scope: TaskScope, tasks: Sequence[TaskRow]) -> dict[str, int]:
+    """How many open tasks in scope are ahead of each task of the page in its queue.
+
+    A queue is the open tasks with one procedure, step, region and consulate, worked in
+    due order, equal or missing due times in arrival order. The page is the most overdue
+    first, so its tasks sit near the front of their queues: each count is a short range of
+    the queue index. The count is written once per pattern of missing region, consulate
+    and due time (so planned once), and run for each task of the page.
+    """
+    out: dict[str, int] = {}
+    for (no_region, no_consulate, no_due), group in _patterns(
+        tasks, "region", "consulate", "due_at"
+    ).items():
+        page = _page_cte(group, "page")
+        mine = tuple_(page.c.opened_at, page.c.task_id)
+        # Work order: due time (missing last), then opening time, then id.
+        ahead_of = (
+            or_(
+                col(TaskRow.due_at).is_not(None),
+                tuple_(col(TaskRow.opened_at), col(TaskRow.task_id)) < mine,
+            )
+            if no_due
+            else tuple_(col(TaskRow.due_at), col(TaskRow.opened_at), col(TaskRow.task_id))
+            < tuple_(page.c.due_at, *mine.clauses)
+        )
+        count = (
+            _scoped_tasks(scope, func.count())
+            .where(
+                col(TaskRow.status).in_(OPEN_TASK),
+                col(TaskRow.procedure) == page.c.procedure,
+                col(TaskRow.kind) == page.c.kind,
+                _same(col(TaskRow.region), page.c.region, no_region),
+                _same(col(TaskRow.consulate), page.c.consulate, no_consulate),
+                ahead_of,
+            )
+            .scalar_subquery()
+        )
+        out.update(session.exec(sql_select(page.c.task_id, count)).all())  # type: ignore[call-overload]
+    return out
+
+
+def _page_throughput(
+    session: Session, tasks: Sequence[TaskRow], now: datetime, window_days: int
+) -> tuple[dict[QueueKey, int], dict[tuple[str, str], int]]:
+    """`_throughput` for the queues of a page: each queue's completions in the window, and
+    for a queue with none, those of its procedure and step across all regions (the
+    fallback rate). Each count reads the queue's completions from an index range."""
+    in_window: list[ColumnElement[bool]] = [
+        col(TaskRow.status) == TaskStatus.done.value,
+        col(TaskRow.completed_at) >= db_time(now - timedelta(days=window_days)),
+        col(TaskRow.completed_at) <= db_time(now),
+    ]
+    queues = {(t.procedure, t.kind, t.region, t.consulate): t for t in tasks}
+    done: dict[QueueKey, int] = {}
+    for (no_region, no_consulate), group in _patterns(
+        queues.values(), "region", "consulate"
+    ).items():
+        page = _page_cte(group, "queue")
+        count = (
+            select(func.count())
+            .select_from(TaskRow)
+            .where(
+                *in_window,
+                col(TaskRow.procedure) == page.c.procedure,
+                col(TaskRow.kind) == page.c.kind,
+                _same(col(TaskRow.region), page.c.region, no_region),
+                _same(col(TaskRow.consulate), page.c.consulate, no_consulate),
+                # Implied by the region; lets PostgreSQL read ix_task_done_step's range.
+                *([] if no_region else [_step_board(TASK) == page.c.region]),
+            )
+            .scalar_subquery()
+        )
+        key = (page.c.procedure, page.c.kind, page.c.region, page.c.consulate)
+        for proc, kind, reg, consulate, n in session.exec(sql_select(*key, count)).all():  # type: ignore[call-overload]
+            done[(proc, kind, reg, consulate)] = n
+    steps = sorted({(k[0], k[1]) for k, n in done.items() if not n})
+    national: dict[tuple[str, str], int] = {}
+    if steps:
+        by_step = (TaskRow.procedure, TaskRow.kind)
+        national = {
+            (proc, kind): n
+            for proc, kind, n in session.exec(
+                select(*by_step, func.count())
+                .where(*in_window, tuple_(*by_step).in_(steps))
+                .group_by(*by_step)
+            ).all()
+        }
+    return done, national
 
 
 def _throughput(
@@ -687,82 +900,37 @@ def _outlook(
 
 
 def _page_forecast(
-    session: Session, actor: Actor, tasks: Sequence[TaskRow], now: datetime, window_days: int
+    session: Session, scope: TaskScope, tasks: Sequence[TaskRow], now: datetime, window_days: int
 ) -> dict[str, dict[str, Any]]:
-    """`forecast`'s verdict for a page of tasks, without reading every open task.
-
-    A task's position is its row number in its queue (the open tasks in the caller's scope
-    with its procedure, step, region and consulate, in due order, equal or missing due
-    times in arrival order): the database numbers the queues of the page in index order.
-    """
+    """`forecast`'s verdict for a page of tasks, without reading every open task: a task's
+    position in its queue (`_ahead`), the queue's length and its recent throughput."""
     if not tasks:
         return {}
-    joined, _ = _task_scope(actor)
-    open_task = col(TaskRow.status).in_(OPEN_TASK)
-
-    def same(column: Any, value: str | None) -> ColumnElement[bool]:
-        return column.is_(None) if value is None else column == value  # type: ignore[no-any-return]
-
-    def in_queue(t: TaskRow) -> list[ColumnElement[bool]]:
-        return [
-            open_task,
-            col(TaskRow.procedure) == t.procedure,
-            col(TaskRow.kind) == t.kind,
-            same(col(TaskRow.region), t.region),
-            same(col(TaskRow.consulate), t.consulate),
-        ]
-
-    def ahead_of(t: TaskRow) -> ColumnElement[bool]:
-        # Work order: due time (missing last), then opening time, then id.
-        mine = tuple_(db_time(t.opened_at), t.task_id)
-        if t.due_at is None:
-            return or_(
-                col(TaskRow.due_at).is_not(None),
-                tuple_(col(TaskRow.opened_at), col(TaskRow.task_id)) < mine,
-            )
-        return tuple_(col(TaskRow.due_at), col(TaskRow.opened_at), col(TaskRow.task_id)) < (
-            tuple_(db_time(t.due_at), *mine.clauses)
-        )
-
-    # The page is the most overdue first, so its tasks sit near the front of their queues:
-    # each position is a short range count over the queue index, all in one statement.
-    ahead = session.exec(
-        select(
-            *(
-                _scoped_tasks(actor, func.count(), joined=joined)
-                .where(*in_queue(t), ahead_of(t))
-                .scalar_subquery()
-                for t in tasks
-            )
-        )
-    ).one()
+    ahead = _ahead(session, scope, tasks)
     queue = (TaskRow.procedure, TaskRow.kind, TaskRow.region, TaskRow.consulate)
     lengths: dict[QueueKey, int] = {
         (proc, kind, reg, consulate): n
         for proc, kind, reg, consulate, n in session.exec(
-            _scoped_tasks(actor, *queue, func.count(), joined=joined)
+            _scoped_tasks(scope, *queue, func.count())
             .where(
-                open_task,
+                col(TaskRow.status).in_(OPEN_TASK),
                 col(TaskRow.procedure).in_(sorted({t.procedure for t in tasks})),
                 col(TaskRow.kind).in_(sorted({t.kind for t in tasks})),
             )
             .group_by(*queue)
         ).all()
     }
-    places = {
-        t.task_id: (n + 1, lengths.get((t.procedure, t.kind, t.region, t.consulate), 0))
-        for t, n in zip(tasks, ahead, strict=True)
-    }
-    regional, national = _throughput(session, now, window_days)
+    regional, national = _page_throughput(session, tasks, now, window_days)
     out = {}
     for t in tasks:
-        if t.task_id not in places:
+        if t.task_id not in ahead:
             continue
-        position, length = places[t.task_id]
-        rate, rate_scope = _queue_rate(
-            (t.procedure, t.kind, t.region, t.consulate), regional, national, window_days
+        key = (t.procedure, t.kind, t.region, t.consulate)
+        rate, rate_scope = _queue_rate(key, regional, national, window_days)
+        position = ahead[t.task_id] + 1
+        out[t.task_id] = _outlook(
+            now, position, lengths.get(key, 0), utc(t.due_at), rate, rate_scope
         )
-        out[t.task_id] = _outlook(now, position, length, utc(t.due_at), rate, rate_scope)
     return out
 
 
@@ -780,13 +948,13 @@ def forecast(
     region_expr = _task_region()
     rows = session.exec(
         _scoped_tasks(
-            actor,
+            _task_scope(actor),
             TaskRow.task_id,
             TaskRow.case_id,
             TaskRow.procedure,
             TaskRow.kind,
             TaskRow.region,
-            CaseRow.region,
+            TASK_CASE_REGION,
             TaskRow.consulate,
             TaskRow.status,
             TaskRow.sla_state,

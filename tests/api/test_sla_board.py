@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,11 +21,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from api.auth import mint_token
 from api.main import create_app
-from api.sla import EventCursor
+from api.sla import EventCursor, percentile, utc
 from casework.contracts import KZ_TZ, Actor, Role
 from casework.db import CaseEventRow, CaseRow, ClockRow, TaskRow
 from casework.settings import Settings
@@ -659,3 +660,113 @@ async def test_overview_figures_equal_a_recount_of_the_seeded_rows(board: Board)
         since = datetime.fromisoformat(body["period"]["from"])
         got_days = {d["day"]: d["count"] for d in body["breaches_per_day"] if d["count"]}
         assert got_days == breaches_by_day(board, regions, since)
+
+
+async def test_time_in_step_equals_a_recount_on_either_database(board: Board) -> None:
+    """Median and p90 of many durations (to the microsecond), consular tasks and a case that
+    moved region included, are the exact interpolated values a plain recount gives."""
+    rng = random.Random(7)
+    with Session(board.engine) as s:
+        for i in range(300):
+            case_id = rng.choice(["A6", "B4", "B2", "A5"])
+            proc, case_region = CASES[case_id][0], CASES[case_id][1]
+            # Consular (no region), the case's region, or another one (a case that moved).
+            region = rng.choice(
+                [None, case_region, case_region, AST if case_region == ALM else ALM]
+            )
+            done = board.now - timedelta(hours=rng.uniform(0, 40 * 24))
+            s.add(
+                TaskRow(
+                    task_id=f"r{i}",
+                    case_id=case_id,
+                    procedure=proc,
+                    kind=rng.choice(["document_check", "decision", "consular_check"]),
+                    title="t",
+                    role="caseworker",
+                    region=region,
+                    status="done",
+                    sla_state="stopped",
+                    opened_at=done - timedelta(microseconds=rng.randrange(1, 200 * 3600 * 10**6)),
+                    completed_at=done,
+                )
+            )
+        s.commit()
+        rows = [
+            (t, CASES[t.case_id][1])
+            for t in s.exec(select(TaskRow).where(TaskRow.status == "done")).all()
+        ]
+    for period in (30, 7):
+        for who, region in (
+            (board.token("supervisor"), None),
+            *((board.token("supervisor", region=r), r) for r in (AST, ALM)),
+        ):
+            body = await board.get("/sla/overview", who, period_days=period)
+            since = datetime.fromisoformat(body["period"]["from"])
+            spans: dict[tuple[str, str, str], list[float]] = {}
+            for t, case_region in rows:
+                completed, opened = utc(t.completed_at), utc(t.opened_at)
+                assert completed is not None and opened is not None
+                if not since <= completed <= board.now:
+                    continue
+                # A regional board: tasks of the region in cases of the region.
+                if region is not None and not (t.region == region and case_region == region):
+                    continue
+                key = (t.procedure, t.region or case_region, t.kind)
+                spans.setdefault(key, []).append((completed - opened).total_seconds() / 3600)
+            got = {
+                k: g["time_in_step_hours"]
+                for k, g in groups_by_key(body).items()
+                if g["time_in_step_hours"]["count"]
+            }
+            assert got == {
+                k: {"median": percentile(v, 0.5), "p90": percentile(v, 0.9), "count": len(v)}
+                for k, v in spans.items()
+            }
+
+
+async def test_task_list_forecast_agrees_with_the_full_forecast(board: Board) -> None:
+    """A page's queue positions, queue lengths and rates, read from the database per page,
+    are those of the forecast that reads every open task: tasks without a due time,
+    consular queues and a queue with no recent completions of its own included."""
+    with Session(board.engine) as s:
+        for i in range(12):
+            case_id = ["A1", "A2", "A3", "B1", "B2"][i % 5]
+            proc, region = CASES[case_id][0], CASES[case_id][1]
+            consular = i % 4 == 3
+            s.add(
+                TaskRow(
+                    task_id=f"x{i:02d}",
+                    case_id=case_id,
+                    procedure=proc,
+                    kind="consular_check" if consular else ["decision", "appeal"][i % 2],
+                    title="t",
+                    role="consulate_officer" if consular else "caseworker",
+                    region=None if consular else region,
+                    consulate=CONSULATE if consular else None,
+                    status="claimed" if i % 3 else "open",
+                    # Some without a due time (last in their queue), some sharing one.
+                    due_at=None if i % 5 == 4 else board.now + timedelta(hours=i % 3 - 1),
+                    sla_state=["at_risk", "breached"][i % 2],
+                    opened_at=board.now - timedelta(hours=50 - i),
+                )
+            )
+        s.commit()
+    fields = ("position", "ahead", "queue_length", "throughput_per_hour", "throughput_scope")
+    for who in (
+        board.token("supervisor"),
+        board.token("supervisor", region=AST),
+        board.token("supervisor", region=ALM),
+    ):
+        full = {f["task_id"]: f for f in (await board.get("/sla/forecast", who))["items"]}
+        seen = 0
+        for offset in range(0, 30, 4):
+            page = await board.get("/sla/tasks", who, limit=4, offset=offset)
+            for t in page["items"]:
+                assert {k: t["forecast"][k] for k in fields} == {
+                    k: full[t["task_id"]][k] for k in fields
+                }, t["task_id"]
+                seen += 1
+        assert seen == page["total"]
+    national = await board.get("/sla/tasks", board.token("supervisor"), limit=100)
+    scopes = {t["forecast"]["throughput_scope"] for t in national["items"]}
+    assert {"region", "national", None} <= scopes
