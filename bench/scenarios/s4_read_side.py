@@ -3,10 +3,12 @@
 A loader writes realistic rows straight into a fresh bench database (COPY): cases over
 three years across the 20 regions (about 12 % open), their tasks (done ones and the open
 task of cases waiting for a caseworker), their legal clocks and a thinned timeline (6
-events per case; a real case has 40-60). A second API process (`casework.cli api`) reads
-that database; the inbox and SLA-board endpoints are timed over HTTP at each size, and the
-SQL each endpoint runs is captured (in-process, same app) and saved with its
-`EXPLAIN (ANALYZE, BUFFERS)` plan.
+events per case; a real case has 40-60). COPY fires the database's triggers like any
+other writer, so the rows get the SLA board's copies of their case's region (casework.db).
+A second API process (`casework.cli api`) reads that database; the inbox and SLA-board
+endpoints are timed over HTTP at each size, and the SQL each endpoint runs is captured
+(in-process, same app) and saved with its `EXPLAIN (ANALYZE, BUFFERS)` plan, run with the
+session settings the endpoint made for it.
 """
 
 from __future__ import annotations
@@ -258,7 +260,8 @@ async def capture_plans(ctx: Ctx, url: str) -> dict[str, list[dict[str, str]]]:
     captured: list[tuple[str, Any]] = []
 
     def grab(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
+        # Queries, and the session settings the board makes for them (SET LOCAL).
+        if statement.lstrip().upper().startswith(("SELECT", "WITH", "SET")):
             captured.append((statement, params))
 
     event.listen(engine, "before_cursor_execute", grab)
@@ -277,10 +280,14 @@ async def capture_plans(ctx: Ctx, url: str) -> dict[str, list[dict[str, str]]]:
                     raise RuntimeError(f"{name}: HTTP {r.status_code} {r.text[:200]}")
                 statements = list(captured)
                 out = []
-                for sql, p in statements:
-                    with engine.connect() as conn:
+                with engine.connect() as conn:  # one transaction, as the request ran them
+                    for sql, p in statements:
+                        if sql.lstrip().upper().startswith("SET"):
+                            conn.exec_driver_sql(sql, p)
+                            continue
                         rows = conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + sql, p).all()
-                    out.append({"sql": sql, "plan": "\n".join(r[0] for r in rows)})
+                        out.append({"sql": sql, "plan": "\n".join(r[0] for r in rows)})
+                    conn.rollback()
                 plans[name] = out
     finally:
         event.remove(engine, "before_cursor_execute", grab)
