@@ -8,6 +8,7 @@ payment; an unpaid fee lapses the application and returns the quota unit.
 
 from __future__ import annotations
 
+import asyncio
 import calendar as _cal
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -53,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
 
     from workflows import activity_names as act
     from workflows.case_base import (
+        LOCAL,
         PROJECTION,
         CaseWorkflowBase,
         batched,
@@ -63,6 +65,10 @@ with workflow.unsafe.imports_passed_through():
     from workflows.legal_clock import LegalClock
 
 PROCEDURE = "work_permit"
+# Quota ledger steps run as local steps (the ledger is in the read-model database), and
+# the unit is reserved beside the registry checks; older histories have activities, and
+# reserve after the checks.
+LOCAL_QUOTA = "local-quota"
 
 # External registries are slow and sometimes down: retry with backoff for up to a day;
 # the case simply waits (and its clock keeps running).
@@ -198,54 +204,45 @@ class WorkPermitWorkflow(CaseWorkflowBase):
         await self._document_check(consideration)
 
         await self.set_status(CaseStatus.registry_checks)
-        checks = await workflow.execute_activity(
-            act.RUN_REGISTRY_CHECKS,
-            RegistryCheckRequest(
-                employer_bin=app.employer.bin,
-                passport_number=app.worker.passport_number,
-                citizenship=app.worker.citizenship,
-            ),
-            result_type=RegistryCheckResult,
-            **REGISTRY,
+        checks_req = RegistryCheckRequest(
+            employer_bin=app.employer.bin,
+            passport_number=app.worker.passport_number,
+            citizenship=app.worker.citizenship,
         )
-        findings["registries"] = checks.findings
-        for f in checks.problems:
-            if f.get("code") == "illegal_foreign_labour":
-                proposed.append("illegal_foreign_labour")
-            elif f.get("code") == "entry_ban":
-                proposed.append("false_documents")
-        local = rules.local_content.check(app.category, app.staffing)
-        findings["local_content"] = local.model_dump(mode="json")
-        if not local.ok:
-            proposed.append("local_content_unmet")
-        await self.project(self.event("checks_completed", findings=findings))
-
-        if app.category not in rules.quota_exempt:
-            self.quota = await workflow.execute_activity(
-                act.QUOTA_RESERVE,
-                QuotaRequest(
-                    case_id=self.case_id, quota_key=quota_key(rules, app.region, app.category)
-                ),
-                result_type=QuotaResult,
-                **PROJECTION,
+        quota_req = (
+            None
+            if app.category in rules.quota_exempt
+            else QuotaRequest(
+                case_id=self.case_id, quota_key=quota_key(rules, app.region, app.category)
             )
-            findings["quota"] = self.quota.model_dump(mode="json")
-            if not self.quota.ok:
-                proposed.append("quota_exhausted")
-        async with batched():
-            if self.quota is not None:
-                await self.project(
-                    self.event(f"quota_{self.quota.state}", quota_key=self.quota.quota_key)
-                )
-            task = await self.open_step(
-                CaseStatus.decision,
-                TaskKind.decision,
-                "Decision on the work permit",
-                Role.caseworker,
-                app.region,
-                consideration.due,
-                {"findings": findings, "proposed_grounds": sorted(set(proposed))},
+        )
+        if workflow.patched(LOCAL_QUOTA):
+            # The quota unit is reserved (a local step in the read-model database) while the
+            # registries answer: the decision needs both and neither depends on the other.
+            checks, reserved = await asyncio.gather(
+                self._registry_checks(checks_req),
+                self._reserve_quota(quota_req),
+                return_exceptions=True,
             )
+            if isinstance(reserved, BaseException):
+                raise reserved
+            self.quota = reserved
+            if isinstance(checks, BaseException):
+                # The registries never answered (a day of retries) or the case was
+                # cancelled: the unit reserved meanwhile goes back to the quota.
+                await self._release_quota()
+                raise checks
+            self._checks_findings(checks, findings, proposed)
+            async with batched():
+                await self.project(self.event("checks_completed", findings=findings))
+                task = await self._decision_task(consideration, findings, proposed)
+        else:
+            checks = await self._registry_checks(checks_req)
+            self._checks_findings(checks, findings, proposed)
+            await self.project(self.event("checks_completed", findings=findings))
+            self.quota = await self._reserve_quota(quota_req)
+            async with batched():
+                task = await self._decision_task(consideration, findings, proposed)
         decision = DecisionForm.model_validate(await self.wait_task(task))
         if decision.decision == "refuse":
             hearing, final = await self._hearing(consideration, decision)
@@ -255,6 +252,62 @@ class WorkPermitWorkflow(CaseWorkflowBase):
         return await self._grant(consideration)
 
     # ------------------------------------------------------------------ steps
+
+    async def _registry_checks(self, req: RegistryCheckRequest) -> RegistryCheckResult:
+        result: RegistryCheckResult = await workflow.execute_activity(
+            act.RUN_REGISTRY_CHECKS, req, result_type=RegistryCheckResult, **REGISTRY
+        )
+        return result
+
+    async def _reserve_quota(self, req: QuotaRequest | None) -> QuotaResult | None:
+        return None if req is None else await self._ledger(act.QUOTA_RESERVE, req)
+
+    async def _ledger(self, step: str, req: QuotaRequest) -> QuotaResult:
+        """A quota ledger step (idempotent per case): local in new histories."""
+        if workflow.patched(LOCAL_QUOTA):
+            done: QuotaResult = await workflow.execute_local_activity(
+                step, req, result_type=QuotaResult, **LOCAL
+            )
+            return done
+        done = await workflow.execute_activity(step, req, result_type=QuotaResult, **PROJECTION)
+        return done
+
+    def _checks_findings(
+        self, checks: RegistryCheckResult, findings: dict[str, Any], proposed: list[str]
+    ) -> None:
+        assert self.rules is not None
+        app = self.start.application
+        findings["registries"] = checks.findings
+        for f in checks.problems:
+            if f.get("code") == "illegal_foreign_labour":
+                proposed.append("illegal_foreign_labour")
+            elif f.get("code") == "entry_ban":
+                proposed.append("false_documents")
+        local = self.rules.local_content.check(app.category, app.staffing)
+        findings["local_content"] = local.model_dump(mode="json")
+        if not local.ok:
+            proposed.append("local_content_unmet")
+
+    async def _decision_task(
+        self, consideration: LegalClock, findings: dict[str, Any], proposed: list[str]
+    ) -> TaskSpec:
+        """The quota's outcome on the timeline, then the decision task with every finding."""
+        if self.quota is not None:
+            findings["quota"] = self.quota.model_dump(mode="json")
+            if not self.quota.ok:
+                proposed.append("quota_exhausted")
+            await self.project(
+                self.event(f"quota_{self.quota.state}", quota_key=self.quota.quota_key)
+            )
+        return await self.open_step(
+            CaseStatus.decision,
+            TaskKind.decision,
+            "Decision on the work permit",
+            Role.caseworker,
+            self.start.application.region,
+            consideration.due,
+            {"findings": findings, "proposed_grounds": sorted(set(proposed))},
+        )
 
     async def _document_check(self, consideration: LegalClock) -> None:
         app = self.start.application
@@ -366,16 +419,14 @@ class WorkPermitWorkflow(CaseWorkflowBase):
             if fee_clock is not None:
                 await fee_clock.stop("fee paid")
             await issuance.start()
-        if self.quota is not None:
-            committed = await workflow.execute_activity(
-                act.QUOTA_COMMIT,
-                QuotaRequest(case_id=self.case_id, quota_key=self.quota.quota_key),
-                result_type=QuotaResult,
-                **PROJECTION,
-            )
-            await self.project(
-                self.event(f"quota_{committed.state}", quota_key=committed.quota_key)
-            )
+            if self.quota is not None:
+                committed = await self._ledger(
+                    act.QUOTA_COMMIT,
+                    QuotaRequest(case_id=self.case_id, quota_key=self.quota.quota_key),
+                )
+                await self.project(
+                    self.event(f"quota_{committed.state}", quota_key=committed.quota_key)
+                )
         valid_from, valid_to = self._validity()
         return await self._conclude(
             DecisionOutcome.granted,
@@ -419,11 +470,8 @@ class WorkPermitWorkflow(CaseWorkflowBase):
     async def _release_quota(self) -> None:
         if self.quota is None or not self.quota.ok:
             return
-        released = await workflow.execute_activity(
-            act.QUOTA_RELEASE,
-            QuotaRequest(case_id=self.case_id, quota_key=self.quota.quota_key),
-            result_type=QuotaResult,
-            **PROJECTION,
+        released = await self._ledger(
+            act.QUOTA_RELEASE, QuotaRequest(case_id=self.case_id, quota_key=self.quota.quota_key)
         )
         await self.project(self.event(f"quota_{released.state}", quota_key=released.quota_key))
 
