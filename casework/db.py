@@ -337,7 +337,9 @@ def _pg_fill(name: str, table: str, value: str, columns: tuple[str, ...], when: 
     )
 
 
-_CASE_REGION_OF_NEW = "(SELECT region FROM case_file WHERE case_id = NEW.case_id)"
+# Read with a share lock: a case moving region at the same moment waits for this row, or
+# this row for the move, so no row is written with the region the case is leaving.
+_CASE_REGION_OF_NEW = "(SELECT region FROM case_file WHERE case_id = NEW.case_id FOR SHARE)"
 _PG_TRIGGERS = {
     "casework_task_case_region": _pg_fill(
         "casework_task_case_region", "task", _CASE_REGION_OF_NEW, ("case_id", "case_region")

@@ -12,6 +12,7 @@ copies are checked against a recount joined from the case rows.
 from __future__ import annotations
 
 import random
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -259,3 +260,39 @@ def test_postgres_copy_fills_the_copies(pg_engine: Engine) -> None:
     with pg_engine.connect() as conn:
         row = conn.execute(text("SELECT case_region, hours_in_step FROM task")).one()
     assert tuple(row) == ("astana", 3.5)
+
+
+def test_postgres_a_task_written_while_its_case_moves_gets_the_new_region(
+    pg_engine: Engine,
+) -> None:
+    """Two writers at once, in either order: a new task and the move of its case."""
+    write(pg_engine, lambda c: upsert(c, CaseRow, case_values("KS-7", "astana", 1), ("case_id",)))
+
+    def move(rev: int, region: str) -> threading.Thread:
+        mover = threading.Thread(
+            target=write,
+            args=(pg_engine, lambda c: upsert(c, CaseRow, case_values("KS-7", region, rev), ("case_id",))),
+        )  # fmt: skip
+        mover.start()
+        mover.join(timeout=0.5)  # it waits for the other writer, or is done
+        return mover
+
+    # The task first: the move waits for it, then hands it the new region.
+    with pg_engine.begin() as conn:
+        upsert(conn, TaskRow, task_values("KS-7-T1", "KS-7", None, 1), ("task_id",))
+        mover = move(2, "pavlodar")
+    mover.join()
+    assert_copies_equal_a_recount(pg_engine)
+
+    # The move first: the task waits for it, then reads the new region.
+    with pg_engine.connect() as first:
+        first.execute(text("UPDATE case_file SET region = 'abai', rev = 3 WHERE case_id = 'KS-7'"))
+        writer = threading.Thread(
+            target=write,
+            args=(pg_engine, lambda c: upsert(c, TaskRow, task_values("KS-7-T2", "KS-7", None, 2), ("task_id",))),
+        )  # fmt: skip
+        writer.start()
+        writer.join(timeout=0.5)
+        first.commit()
+    writer.join()
+    assert_copies_equal_a_recount(pg_engine)
