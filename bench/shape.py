@@ -10,8 +10,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 HISTORIES = REPO / "tests" / "workflows" / "histories"
 # The newest recorded generation of the approved path (today's code: bookkeeping as
-# local activities, merged steps for notices and clock events); older generations are
-# kept for replay only.
+# local activities in batched steps, local quota steps); older generations are kept for
+# replay only.
 APPROVED = HISTORIES / "work_permit_approved.v4.json"
 
 
