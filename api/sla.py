@@ -45,7 +45,16 @@ from sqlmodel import Session, col, func, select
 
 from api import policy
 from casework.contracts import CLOSED_STATUSES, KZ_TZ, Actor, SlaState, TaskStatus
-from casework.db import CASE_EVENT, TASK, CaseEventRow, CaseRow, ClockRow, TaskRow
+from casework.db import (
+    CASE_EVENT,
+    TASK,
+    CaseEventRow,
+    CaseRow,
+    ClockRow,
+    OpenCaseCountRow,
+    OpenTaskCountRow,
+    TaskRow,
+)
 
 BOARD_STATES = (
     SlaState.on_track.value,
@@ -119,6 +128,8 @@ def scope_view(actor: Actor) -> dict[str, Any]:
 
 
 CASE: Table = CaseRow.__table__  # type: ignore[attr-defined]
+TASK_COUNTS: Table = OpenTaskCountRow.__table__  # type: ignore[attr-defined]
+CASE_COUNTS: Table = OpenCaseCountRow.__table__  # type: ignore[attr-defined]
 TASK_CASE_REGION: Column[str] = TASK.c.case_region
 EVENT_CASE_REGION: Column[str] = CASE_EVENT.c.case_region
 
@@ -223,25 +234,19 @@ def overview(
             groups[key] = {"open": _empty_counts(), "oldest": None, "time": (None, None, 0)}
         return groups[key]
 
-    # Open tasks: counts by state and the oldest opening time, aggregated in the database
-    # in the order of ix_task_open_scope (no sort); the board region is taken here.
-    by = (TaskRow.region, TASK_CASE_REGION, TaskRow.procedure, TaskRow.kind, TaskRow.sla_state)
-    counted = session.exec(
-        _scoped_tasks(scope, *by, func.count(), func.min(TaskRow.opened_at))
-        .where(*open_where)
-        .group_by(*by)
-    ).all()
+    # Open tasks by state (the board region taken here), then the oldest opening time.
+    counted = _open_task_counts(session, scope, open_where, task_where)
+    opened_first = _first_opened(session, scope, open_where, {row[:4] for row in counted})
     first: dict[tuple[str, str | None, str], datetime] = {}
-    for task_reg, case_reg, proc, kind, state, n, opened_at in counted:
+    for task_reg, case_reg, proc, kind, state, n in counted:
         key = (proc, task_reg if task_reg is not None else case_reg, kind)
         g = group(key)
         if state in g["open"]:
             g["open"][state] += n
         g["open"]["total"] += n
-        opened = utc(opened_at)
-        assert opened is not None
-        if key not in first or opened < first[key]:
-            first[key] = opened
+        at = opened_first[(task_reg, case_reg, proc, kind)]
+        if key not in first or at < first[key]:
+            first[key] = at
     # The oldest task itself: the few open tasks opened at one of those instants.
     if first:
         candidates = session.exec(
@@ -306,6 +311,126 @@ def overview(
         **_case_counts(session, actor, procedure, region),
         "breaches_per_day": _breaches_per_day(session, actor, since, now, procedure, region),
     }
+
+
+OpenKey = tuple[str | None, str | None, str, str]  # task region, case region, procedure, step
+
+
+def _translated(
+    conditions: Iterable[ColumnElement[bool]], onto: dict[tuple[str, str], Any]
+) -> list[ColumnElement[bool]] | None:
+    """Conditions on rows as conditions on their counts' keys (casework.db): `onto` maps a
+    row's (table, column) to the key column; None when one reads any other column."""
+    columns = {
+        (c.table.name, c.name)
+        for cond in conditions
+        for c in visitors.iterate(cond)
+        if isinstance(c, Column)
+    }
+    if not columns <= set(onto):
+        return None
+    return [
+        visitors.replacement_traverse(  # type: ignore[call-overload]
+            cond,
+            {},
+            lambda el: onto[(el.table.name, el.name)] if isinstance(el, Column) else None,
+        )
+        for cond in conditions
+    ]
+
+
+def _key(column: Any) -> Any:
+    # A count's key holds '' for a missing region.
+    return func.nullif(column, "")
+
+
+_TASK_COUNTED = {
+    ("task", "region"): _key(TASK_COUNTS.c.region),
+    ("task", "case_region"): _key(TASK_COUNTS.c.case_region),
+    ("task", "procedure"): TASK_COUNTS.c.procedure,
+    ("task", "kind"): TASK_COUNTS.c.kind,
+    ("task", "sla_state"): TASK_COUNTS.c.sla_state,
+}
+_CASE_COUNTED = {
+    ("case_file", "region"): CASE_COUNTS.c.region,
+    ("case_file", "procedure"): CASE_COUNTS.c.procedure,
+    ("case_file", "sla_state"): CASE_COUNTS.c.sla_state,
+}
+
+
+def _open_task_counts(
+    session: Session,
+    scope: TaskScope,
+    open_where: list[ColumnElement[bool]],
+    task_where: list[ColumnElement[bool]],
+) -> list[tuple[str | None, str | None, str, str, str, int]]:
+    """Open tasks by task region, case region, procedure, step and SLA state in scope: from
+    the database's counts (casework.db), summed over their shards; for a scope the counts
+    cannot tell, counted from the rows."""
+    where = _translated([*scope, *task_where], _TASK_COUNTED)
+    if where is not None:
+        c = TASK_COUNTS.c
+        by = (c.region, c.case_region, c.procedure, c.kind, c.sla_state)
+        return [
+            (reg or None, case_reg or None, proc, kind, state, n)
+            for reg, case_reg, proc, kind, state, n in session.exec(
+                sql_select(*by, func.sum(c.n))
+                .where(*where)
+                .group_by(*by)
+                .having(func.sum(c.n) != 0)  # type: ignore[call-overload]
+            ).all()
+        ]
+    by_row = (TaskRow.region, TASK_CASE_REGION, TaskRow.procedure, TaskRow.kind, TaskRow.sla_state)
+    return [
+        tuple(row)
+        for row in session.exec(
+            _scoped_tasks(scope, *by_row, func.count()).where(*open_where).group_by(*by_row)
+        ).all()
+    ]
+
+
+def _first_opened(
+    session: Session,
+    scope: TaskScope,
+    open_where: list[ColumnElement[bool]],
+    keys: Iterable[OpenKey],
+) -> dict[OpenKey, datetime]:
+    """When the oldest open task in scope of each key was opened: one probe of
+    ix_task_open_scope per key, written once per pattern of missing regions."""
+    out: dict[OpenKey, datetime] = {}
+    patterns: dict[tuple[bool, bool], list[OpenKey]] = defaultdict(list)
+    for k in keys:
+        patterns[(k[0] is None, k[1] is None)].append(k)
+    for (no_region, no_case_region), group in patterns.items():
+        combo = (
+            values(
+                column("region", String),
+                column("case_region", String),
+                column("procedure", String),
+                column("kind", String),
+                name="combo",
+            )
+            .data(group)
+            .cte("combo")
+        )
+        opened = (
+            _scoped_tasks(scope, func.min(TaskRow.opened_at))
+            .where(
+                *open_where,
+                _same(col(TaskRow.region), combo.c.region, no_region),
+                _same(TASK_CASE_REGION, combo.c.case_region, no_case_region),
+                col(TaskRow.procedure) == combo.c.procedure,
+                col(TaskRow.kind) == combo.c.kind,
+            )
+            .scalar_subquery()
+        )
+        for reg, case_reg, proc, kind, first in session.exec(
+            sql_select(combo.c.region, combo.c.case_region, combo.c.procedure, combo.c.kind, opened)  # type: ignore[call-overload]
+        ).all():
+            at = utc(first)
+            assert at is not None
+            out[(reg, case_reg, proc, kind)] = at
+    return out
 
 
 TimeInStep = tuple[float | None, float | None, int]  # median, p90, count (hours)
@@ -431,15 +556,25 @@ def _sort_key(key: tuple[str, str | None, str]) -> tuple[str, str, str]:
 def _case_counts(
     session: Session, actor: Actor, procedure: str | None, region: str | None
 ) -> dict[str, Any]:
-    rows = session.exec(
-        select(CaseRow.procedure, CaseRow.region, CaseRow.sla_state, func.count())
-        .where(
-            policy.case_filter(actor),
-            col(CaseRow.status).not_in(CLOSED_CASE),
-            *_filters(procedure, region, col(CaseRow.procedure), col(CaseRow.region)),
-        )
-        .group_by(CaseRow.procedure, CaseRow.region, CaseRow.sla_state)
-    ).all()
+    """Open cases by procedure, region and SLA state in scope: from the database's counts
+    (casework.db), or for a scope the counts cannot tell, from the rows."""
+    case_where = [
+        policy.case_filter(actor),
+        *_filters(procedure, region, col(CaseRow.procedure), col(CaseRow.region)),
+    ]
+    where = _translated(case_where, _CASE_COUNTED)
+    if where is not None:
+        c = CASE_COUNTS.c
+        by = (c.procedure, c.region, c.sla_state)
+        rows = session.exec(
+            sql_select(*by, func.sum(c.n)).where(*where).group_by(*by).having(func.sum(c.n) != 0)  # type: ignore[call-overload]
+        ).all()
+    else:
+        rows = session.exec(
+            select(CaseRow.procedure, CaseRow.region, CaseRow.sla_state, func.count())
+            .where(col(CaseRow.status).not_in(CLOSED_CASE), *case_where)
+            .group_by(CaseRow.procedure, CaseRow.region, CaseRow.sla_state)
+        ).all()
     total = _empty_counts()
     by_group: dict[tuple[str, str], dict[str, int]] = defaultdict(_empty_counts)
     for proc, reg, state, n in rows:

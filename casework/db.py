@@ -12,7 +12,20 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, String, Table, UniqueConstraint, event, inspect, text
+from sqlalchemy import (
+    JSON,
+    Column,
+    Index,
+    String,
+    Table,
+    UniqueConstraint,
+    event,
+    func,
+    inspect,
+    literal,
+    select,
+    text,
+)
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Field, Session, SQLModel, create_engine
 
@@ -291,9 +304,9 @@ Index(
     postgresql_where=_OPEN_TASK, sqlite_where=_OPEN_TASK,
 )  # fmt: skip
 Index(
-    # SLA board: open tasks counted by scope, procedure, step and state (in index order).
+    # SLA board: the oldest open task by scope, procedure and step (one probe each).
     "ix_task_open_scope",
-    _t.region, _t.case_region, _t.procedure, _t.kind, _t.sla_state, _t.opened_at,
+    _t.region, _t.case_region, _t.procedure, _t.kind, _t.opened_at,
     postgresql_where=_OPEN_TASK, sqlite_where=_OPEN_TASK,
 )  # fmt: skip
 Index(
@@ -430,8 +443,156 @@ _BACKFILL = {
 }
 
 
-def _board_copies(conn: Connection) -> None:
-    """Add the SLA board's copies to a read model that predates them, and their triggers."""
+# --------------------------------------------------------------------------- SLA board counts
+#
+# The board shows open tasks by scope, procedure, step and SLA state, and open cases by
+# procedure, region and state. Counting them took most of its time at a million cases, so
+# database triggers keep the counts, in the writer's own transaction, whoever writes.
+# Concurrent writers never wait on each other for a count (nor deadlock): each database
+# connection adds to rows of its own (`shard`: the PostgreSQL backend's process id; 0 on
+# SQLite, which has one writer at a time), and the board sums the shards. At start-up the
+# rows of connections that are gone are merged into shard 0. A key holds '' for a missing
+# region (a consular task) or a missing copy.
+
+OPEN_TASK_SQL = "status IN ('open', 'claimed')"
+OPEN_CASE_SQL = _OPEN_CASE.text
+
+
+class _Count(SQLModel):
+    """One connection's part (`n`, may be negative) of the count of one key."""
+
+    shard: int = Field(primary_key=True)
+    n: int = 0
+
+
+class OpenTaskCountRow(_Count, table=True):
+    __tablename__ = "board_open_tasks"
+    region: str = Field(primary_key=True)
+    case_region: str = Field(primary_key=True)
+    procedure: str = Field(primary_key=True)
+    kind: str = Field(primary_key=True)
+    sla_state: str = Field(primary_key=True)
+
+
+class OpenCaseCountRow(_Count, table=True):
+    __tablename__ = "board_open_cases"
+    procedure: str = Field(primary_key=True)
+    region: str = Field(primary_key=True)
+    sla_state: str = Field(primary_key=True)
+
+
+# A count's key columns, and the SQL of an open row, for each counted table.
+_COUNTED = {
+    "task": ("board_open_tasks", ("region", "case_region", "procedure", "kind", "sla_state")),
+    "case_file": ("board_open_cases", ("procedure", "region", "sla_state")),
+}
+_OPEN_SQL = {"task": OPEN_TASK_SQL, "case_file": OPEN_CASE_SQL}
+_ADD = """
+    INSERT INTO {counts} (shard, {key}, n) VALUES ({shard}, {values}, {n})
+    ON CONFLICT (shard, {key}) DO UPDATE SET n = {counts}.n + excluded.n;"""
+
+
+def _add(table: str, row: str, n: int, shard: str) -> str:
+    """The statement that adds `n` to the count of `row` (OLD or NEW)."""
+    counts, key = _COUNTED[table]
+    # '' for a missing region: a key column is part of the primary key.
+    values = ", ".join(f"coalesce({row}.{c}, '')" for c in key)
+    return _ADD.format(counts=counts, key=", ".join(key), shard=shard, values=values, n=n)
+
+
+def _open(table: str, row: str) -> str:
+    # Both conditions are on the row's status column.
+    return f"{row}.{_OPEN_SQL[table]}"
+
+
+def _count_triggers(table: str, postgres: bool) -> dict[str, str]:
+    """Triggers that move a row's contribution when it is written: after an insert, an
+    update that moves it between counts (or into or out of them), a delete."""
+    name = f"casework_count_{table}"
+    columns = ("status", *_COUNTED[table][1])
+    moved = (
+        f"(({_open(table, 'OLD')}) OR ({_open(table, 'NEW')})) AND"
+        f" ({', '.join(f'OLD.{c}' for c in columns)})"
+        f" IS DISTINCT FROM ({', '.join(f'NEW.{c}' for c in columns)})"
+    )
+    update = f"UPDATE OF {', '.join(columns)}"
+    if not postgres:  # no procedural code: one statement per trigger, with its condition
+        return {
+            f"{name}{suffix}": f"CREATE TRIGGER {name}{suffix} AFTER {what} ON {table}"
+            f" WHEN {when} BEGIN {_add(table, row, n, '0')} END"
+            for suffix, what, when, row, n in (
+                ("", "INSERT", _open(table, "NEW"), "NEW", 1),
+                ("_upd_old", update, f"{moved} AND {_open(table, 'OLD')}", "OLD", -1),
+                ("_upd_new", update, f"{moved} AND {_open(table, 'NEW')}", "NEW", 1),
+                ("_del", "DELETE", _open(table, "OLD"), "OLD", -1),
+            )
+        }
+    shard = "pg_backend_pid()"
+    ddl = f"""
+        CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP <> 'INSERT' AND {_open(table, "OLD")} THEN {_add(table, "OLD", -1, shard)}
+            END IF;
+            IF TG_OP <> 'DELETE' AND {_open(table, "NEW")} THEN {_add(table, "NEW", 1, shard)}
+            END IF;
+            RETURN NULL;
+        END $$;
+    """
+    for suffix, what, when in (
+        ("", "INSERT", _open(table, "NEW")),
+        ("_upd", update, moved),
+        ("_del", "DELETE", _open(table, "OLD")),
+    ):
+        ddl += (
+            f"CREATE TRIGGER {name}{suffix} AFTER {what} ON {table} FOR EACH ROW"
+            f" WHEN ({when}) EXECUTE FUNCTION {name}();\n"
+        )
+    return {name: ddl}
+
+
+def _count_backfill(conn: Connection, table: str) -> None:
+    """Shard 0 counts every open row (a read model that had no counts yet)."""
+    counts, key = _COUNTED[table]
+    rows = SQLModel.metadata.tables[table]
+    values = [func.coalesce(rows.c[c], "") for c in key]
+    conn.execute(
+        SQLModel.metadata.tables[counts]
+        .insert()
+        .from_select(
+            ["shard", *key, "n"],
+            select(literal(0), *values, func.count())
+            .where(text(_OPEN_SQL[table]))
+            .group_by(*values),
+        )
+    )
+
+
+def _merge_gone_shards(conn: Connection, table: str) -> None:
+    """PostgreSQL: the counts of connections that are gone move into shard 0.
+
+    A row a live connection holds is skipped, so this never waits for a writer; shard 0 is
+    written only here, under create_all's lock.
+    """
+    counts, key = _COUNTED[table]
+    columns = ", ".join(key)
+    # Table and column names from _COUNTED; no values.
+    conn.execute(
+        text(
+            f"WITH gone AS (DELETE FROM {counts} WHERE ctid IN ("  # noqa: S608
+            f" SELECT ctid FROM {counts} WHERE shard <> 0"
+            " AND shard NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)"
+            f" FOR UPDATE SKIP LOCKED) RETURNING {columns}, n)"
+            f" INSERT INTO {counts} AS c (shard, {columns}, n)"
+            f" SELECT 0, {columns}, sum(n) FROM gone GROUP BY {columns}"
+            f" ON CONFLICT (shard, {columns}) DO UPDATE SET n = c.n + excluded.n"
+        )
+    )
+    conn.execute(SQLModel.metadata.tables[counts].delete().where(text("shard = 0 AND n = 0")))
+
+
+def _board_upgrade(conn: Connection, counts_created: bool) -> None:
+    """Add the SLA board's copies and counts to a read model that predates them, with their
+    triggers. The counts are taken afresh when anything they depend on was just added."""
     postgres = conn.dialect.name == "postgresql"
     backfill = []
     for table in (TASK, CASE_EVENT):
@@ -439,25 +600,38 @@ def _board_copies(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN case_region VARCHAR"))
             backfill.append(_BACKFILL[table.name])
     if postgres:
-        present = set(
-            conn.execute(text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")).scalars()
-        )
-        for name, ddl in _PG_TRIGGERS.items():
-            if name not in present:
-                conn.exec_driver_sql(ddl)
+        query = "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"
     else:
-        present = set(
-            conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'")).scalars()
-        )
-        for name, ddl in _SQLITE_TRIGGERS.items():
+        query = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+    present = set(conn.execute(text(query)).scalars())
+    counting: dict[str, str] = {}
+    for counted in _COUNTED:
+        counting |= _count_triggers(counted, postgres)
+    missing = [name for name in counting if name not in present]
+
+    def create(triggers: dict[str, str]) -> None:
+        for name, ddl in triggers.items():
             if name not in present:
                 conn.exec_driver_sql(ddl)
-    # Filled once the triggers are in place: from here on every write keeps the copies.
+
+    # The copies first, then the counts (which count by the copy). Creating a trigger waits
+    # for the writes under way and holds off new ones until this commits: from here on
+    # every write keeps them.
+    create(_PG_TRIGGERS if postgres else _SQLITE_TRIGGERS)
     for sql in backfill:
         conn.execute(text(sql))
+    create(counting)
+    if counts_created or backfill or missing:
+        for counted, (counts, _) in _COUNTED.items():
+            if postgres:
+                conn.execute(text(f"LOCK TABLE {counted} IN SHARE ROW EXCLUSIVE MODE"))
+            conn.execute(SQLModel.metadata.tables[counts].delete())
+            _count_backfill(conn, counted)
     if postgres:
         for ddl in _PG_BOARD_DDL:
             conn.exec_driver_sql(ddl)
+        for counted in _COUNTED:
+            _merge_gone_shards(conn, counted)
 
 
 def _create_indexes(conn: Connection) -> None:
@@ -507,8 +681,9 @@ def create_all(engine: Engine) -> None:
     with write_transaction(engine) as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('casework.create_all'))"))
+        existed = set(inspect(conn).get_table_names())
         SQLModel.metadata.create_all(conn)
-        _board_copies(conn)
+        _board_upgrade(conn, any(counts not in existed for counts, _ in _COUNTED.values()))
         _create_indexes(conn)
 
 

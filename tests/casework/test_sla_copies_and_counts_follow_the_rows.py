@@ -1,12 +1,14 @@
-"""The SLA board's copies of a case's region stay equal to the case row, whoever writes.
+"""The SLA board's copies and counts stay equal to a recount of the rows, whoever writes.
 
-Tasks and clock-breach events carry a copy of their case's region (`case_region`), and on
-PostgreSQL a done task carries its hours in step; database triggers keep them in the
+Tasks and clock-breach events carry a copy of their case's region (`case_region`), on
+PostgreSQL a done task carries its hours in step, and the open tasks and open cases are
+counted (`board_open_tasks`, `board_open_cases`); database triggers keep all of them in the
 writer's own transaction. Every writer is used as the engine uses it: the projection's
 rev-guarded upsert (including a stale write that changes nothing), the ORM, bulk inserts
-and PostgreSQL's COPY, the clock projection's update of open tasks, cases written after
-their tasks, a kandas case moving to another region, a deleted case. After each step the
-copies are checked against a recount joined from the case rows.
+and PostgreSQL's COPY, the clock projection's update of open tasks, tasks completed
+(open → done), consular tasks without a region, cases written after their tasks, a kandas
+case moving to another region, a deleted case. After each step the copies are checked
+against a recount joined from the case rows, and the counts against a plain count.
 """
 
 from __future__ import annotations
@@ -16,25 +18,30 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, text, update
+from sqlalchemy import bindparam, create_engine, text, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
-from casework.db import CASE_EVENT, TASK, CaseEventRow, CaseRow, TaskRow
+from casework.contracts import CLOSED_STATUSES
+from casework.db import CASE_EVENT, TASK, CaseEventRow, CaseRow, TaskRow, create_all
 from casework.readmodel_sql import insert_once, upsert
 
 T0 = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
 REGIONS = ["astana", "almaty_city", "pavlodar"]
+CLOSED = ", ".join(f"'{s.value}'" for s in sorted(CLOSED_STATUSES))
 
 
-def case_values(case_id: str, region: str, rev: int, status: str = "decision") -> dict[str, Any]:
+def case_values(
+    case_id: str, region: str, rev: int, status: str = "decision", sla_state: str = "on_track"
+) -> dict[str, Any]:
     return {
         "case_id": case_id,
         "procedure": "kandas_status" if case_id.startswith("KS") else "work_permit",
         "ruleset_version": "2026.01",
         "region": region,
         "status": status,
-        "sla_state": "on_track",
+        "sla_state": sla_state,
         "deadline": None,
         "applicant_party": "123456789012",
         "applicant_name": "Applicant",
@@ -99,7 +106,7 @@ def write(engine: Engine, fn: Any) -> None:
         fn(conn)
 
 
-def assert_copies_equal_a_recount(engine: Engine) -> None:
+def assert_equal_to_a_recount(engine: Engine) -> None:
     with engine.connect() as conn:
         tasks = conn.execute(
             text(
@@ -117,6 +124,20 @@ def assert_copies_equal_a_recount(engine: Engine) -> None:
         assert [(i, copy) for i, _, copy, _ in events] == [
             (i, reg if kind == "clock_breached" else None) for i, kind, _, reg in events
         ]
+        for counts, table, key, open_rows in (
+            ("board_open_tasks", "task", "region, case_region, procedure, kind, sla_state",
+             "status IN ('open', 'claimed')"),
+            ("board_open_cases", "case_file", "procedure, region, sla_state",
+             f"status NOT IN ({CLOSED})"),
+        ):  # fmt: skip
+            keys = ", ".join(f"coalesce({k}, '')" for k in key.split(", "))
+            counted = conn.execute(
+                text(f"SELECT {key}, sum(n) FROM {counts} GROUP BY {key} HAVING sum(n) <> 0")  # noqa: S608
+            ).all()
+            recount = conn.execute(
+                text(f"SELECT {keys}, count(*) FROM {table} WHERE {open_rows} GROUP BY {keys}")  # noqa: S608
+            ).all()
+            assert sorted(map(tuple, counted)) == sorted(map(tuple, recount)), counts
         if conn.dialect.name == "postgresql":
             # The generated hours in step are the very values the query used to compute.
             hours = conn.execute(
@@ -139,12 +160,12 @@ _OPEN_TASKS_SLA = (
 )
 
 
-def test_every_writer_leaves_the_copies_equal_to_the_case(engine: Engine) -> None:
+def test_every_writer_leaves_copies_and_counts_equal_to_a_recount(engine: Engine) -> None:
     # The projection's upserts: a case, its caseworker task and its consular task.
     write(engine, lambda c: upsert(c, CaseRow, case_values("KS-1", "astana", 1), ("case_id",)))
     write(engine, lambda c: upsert(c, TaskRow, task_values("KS-1-T1", "KS-1", "astana", 2), ("task_id",)))  # fmt: skip
     write(engine, lambda c: upsert(c, TaskRow, task_values("KS-1-C1", "KS-1", None, 3), ("task_id",)))  # fmt: skip
-    assert_copies_equal_a_recount(engine)
+    assert_equal_to_a_recount(engine)
 
     # Completed (open → done) by a newer revision; a stale revision afterwards changes nothing.
     done = task_values("KS-1-C1", "KS-1", None, 5, done_after_h=7.25)
@@ -156,7 +177,7 @@ def test_every_writer_leaves_the_copies_equal_to_the_case(engine: Engine) -> Non
             text("SELECT status, case_region FROM task WHERE task_id = 'KS-1-C1'")
         ).one()
     assert tuple(row) == ("done", "astana")
-    assert_copies_equal_a_recount(engine)
+    assert_equal_to_a_recount(engine)
 
     # The clock projection moves the open tasks' SLA state in one statement.
     write(engine, lambda c: c.execute(_OPEN_TASKS_SLA, {"cid": "KS-1", "state": "at_risk"}))
@@ -164,17 +185,17 @@ def test_every_writer_leaves_the_copies_equal_to_the_case(engine: Engine) -> Non
     for seq, kind in enumerate(["case_started", "clock_breached", "status"], start=1):
         ev = event_values("KS-1", seq, kind)
         write(engine, lambda c, ev=ev: insert_once(c, CaseEventRow, ev, ("case_id", "seq")))
-    assert_copies_equal_a_recount(engine)
+    assert_equal_to_a_recount(engine)
 
     # A task, and a breach, written before their case exists: the case brings its region.
     write(engine, lambda c: c.execute(TASK.insert(), [task_values("WP-2-T1", "WP-2", "almaty_city", 1)]))  # fmt: skip
     write(engine, lambda c: c.execute(CASE_EVENT.insert(), [event_values("WP-2", 1, "clock_breached")]))  # fmt: skip
-    assert_copies_equal_a_recount(engine)
+    assert_equal_to_a_recount(engine)
     with Session(engine) as s:  # the ORM, as the tests and the API write
         s.add(CaseRow.model_validate(case_values("WP-2", "almaty_city", 1)))
         s.add(TaskRow.model_validate(task_values("WP-2-T2", "WP-2", "almaty_city", 2)))
         s.commit()
-    assert_copies_equal_a_recount(engine)
+    assert_equal_to_a_recount(engine)
 
     # The settlement moves the kandas case: its tasks (done or open, consular or not) and
     # its breaches follow; a stale case write does not move them back.
@@ -185,19 +206,19 @@ def test_every_writer_leaves_the_copies_equal_to_the_case(engine: Engine) -> Non
             conn.execute(text("SELECT case_region FROM task WHERE case_id = 'KS-1'")).scalars()
         )
     assert copies == {"pavlodar"}
-    assert_copies_equal_a_recount(engine)
+    assert_equal_to_a_recount(engine)
 
     # A writer that sets the copy itself cannot make it wrong.
     write(engine, lambda c: c.execute(text("UPDATE task SET case_region = 'shymkent'")))
     write(engine, lambda c: c.execute(CASE_EVENT.update().values(case_region="shymkent")))
-    assert_copies_equal_a_recount(engine)
+    assert_equal_to_a_recount(engine)
 
     # A case row removed (never done by the engine): no copy of it is left behind.
     write(engine, lambda c: c.execute(text("DELETE FROM case_file WHERE case_id = 'WP-2'")))
-    assert_copies_equal_a_recount(engine)
+    assert_equal_to_a_recount(engine)
 
 
-def test_copies_survive_a_random_mix_of_writes(engine: Engine) -> None:
+def test_copies_and_counts_survive_a_random_mix_of_writes(engine: Engine) -> None:
     rng = random.Random(4)
     revs: dict[str, int] = {}
     seqs: dict[str, int] = {}
@@ -211,8 +232,11 @@ def test_copies_survive_a_random_mix_of_writes(engine: Engine) -> None:
     def step(conn: Connection) -> None:
         op = rng.choice(["case", "case", "task", "task", "done", "stale", "sla", "event"])
         case_id = rng.choice(cases)
-        if op == "case":
-            values = case_values(case_id, rng.choice(REGIONS), next_rev(case_id))
+        if op == "case":  # moved, advanced, closed; or a stale write (lower rev)
+            rev = next_rev(case_id) if rng.random() < 0.8 else max(0, revs.get(case_id, 0) - 1)
+            status = rng.choice(["document_check", "decision", "issued", "refused"])
+            state = rng.choice(["on_track", "at_risk", "breached", "suspended"])
+            values = case_values(case_id, rng.choice(REGIONS), rev, status, state)
             upsert(conn, CaseRow, values, ("case_id",))
         elif op == "task":
             task_id = f"{case_id}-T{rng.randrange(4)}"
@@ -238,10 +262,10 @@ def test_copies_survive_a_random_mix_of_writes(engine: Engine) -> None:
         with engine.begin() as conn:
             for _ in range(rng.randint(1, 6)):
                 step(conn)
-        assert_copies_equal_a_recount(engine)
+        assert_equal_to_a_recount(engine)
 
 
-def test_postgres_copy_fills_the_copies(pg_engine: Engine) -> None:
+def test_postgres_copy_fills_the_copies_and_counts(pg_engine: Engine) -> None:
     """The benchmark's loader writes with COPY: row triggers run for it too."""
     write(pg_engine, lambda c: upsert(c, CaseRow, case_values("WP-9", "astana", 1), ("case_id",)))
     with pg_engine.begin() as conn:
@@ -256,7 +280,7 @@ def test_postgres_copy_fills_the_copies(pg_engine: Engine) -> None:
         ):
             cp.write_row(("WP-9-T1", "WP-9", "work_permit", "decision", "t", "consulate_officer",
                           None, "done", 0, "stopped", T0, T0 + timedelta(hours=3.5), 1))  # fmt: skip
-    assert_copies_equal_a_recount(pg_engine)
+    assert_equal_to_a_recount(pg_engine)
     with pg_engine.connect() as conn:
         row = conn.execute(text("SELECT case_region, hours_in_step FROM task")).one()
     assert tuple(row) == ("astana", 3.5)
@@ -282,7 +306,7 @@ def test_postgres_a_task_written_while_its_case_moves_gets_the_new_region(
         upsert(conn, TaskRow, task_values("KS-7-T1", "KS-7", None, 1), ("task_id",))
         mover = move(2, "pavlodar")
     mover.join()
-    assert_copies_equal_a_recount(pg_engine)
+    assert_equal_to_a_recount(pg_engine)
 
     # The move first: the task waits for it, then reads the new region.
     with pg_engine.connect() as first:
@@ -295,4 +319,26 @@ def test_postgres_a_task_written_while_its_case_moves_gets_the_new_region(
         writer.join(timeout=0.5)
         first.commit()
     writer.join()
-    assert_copies_equal_a_recount(pg_engine)
+    assert_equal_to_a_recount(pg_engine)
+
+
+def test_postgres_counts_of_a_closed_connection_are_merged_at_start_up(pg_engine: Engine) -> None:
+    """Each connection counts in rows of its own; a start-up folds those of connections
+    that are gone into one row per key, and the board's sums stay the same."""
+    gone = create_engine(pg_engine.url, poolclass=NullPool)
+    with gone.begin() as conn:
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        upsert(conn, CaseRow, case_values("WP-5", "astana", 1), ("case_id",))
+        upsert(conn, TaskRow, task_values("WP-5-T1", "WP-5", "astana", 1), ("task_id",))
+        upsert(conn, CaseRow, case_values("WP-6", "abai", 1, sla_state="at_risk"), ("case_id",))
+    gone.dispose()  # the backend ends
+    write(pg_engine, lambda c: upsert(c, TaskRow, task_values("WP-5-T2", "WP-5", "astana", 2), ("task_id",)))  # fmt: skip
+    assert_equal_to_a_recount(pg_engine)
+
+    create_all(pg_engine)
+
+    with pg_engine.connect() as conn:
+        shards = set(conn.execute(text("SELECT shard FROM board_open_tasks")).scalars())
+        shards |= set(conn.execute(text("SELECT shard FROM board_open_cases")).scalars())
+    assert pid not in shards and 0 in shards
+    assert_equal_to_a_recount(pg_engine)

@@ -1,9 +1,11 @@
-"""A read model created before the SLA board's copies is brought up to date at start-up.
+"""A read model created before the SLA board's copies and counts is brought up to date at
+start-up.
 
 The database is first made to look like one the previous version created (no
-`case_region` columns, no `hours_in_step`, no triggers, the board's indexes without the
-copy), with rows in it; `create_all` then adds the columns, fills them from the cases,
-installs the triggers and rebuilds the indexes, and leaves every other value as it was.
+`case_region` columns, no `hours_in_step`, no counts, no triggers, the board's indexes
+without the copy), with rows in it; `create_all` then adds the columns, fills them from the
+cases, counts the open tasks and cases, installs the triggers and rebuilds the indexes,
+and leaves every other value as it was.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, inspect, text
@@ -30,14 +33,13 @@ OPEN, AT_RISK = "status IN ('open', 'claimed')", "sla_state IN ('at_risk', 'brea
 def as_before_the_copies(conn: Connection) -> None:
     postgres = conn.dialect.name == "postgresql"
     if postgres:
-        for trigger, table in (
-            ("casework_task_case_region", "task"),
-            ("casework_task_case_region_upd", "task"),
-            ("casework_event_case_region", "case_event"),
-            ("casework_event_case_region_upd", "case_event"),
-            ("casework_case_region", "case_file"),
-            ("casework_case_region_upd", "case_file"),
-        ):
+        triggers = conn.execute(
+            text(
+                "SELECT tgname, tgrelid::regclass::text FROM pg_trigger"
+                " WHERE tgname LIKE 'casework%' AND NOT tgisinternal"
+            )
+        ).all()
+        for trigger, table in triggers:
             conn.execute(text(f"DROP TRIGGER {trigger} ON {table}"))
         conn.execute(text("ALTER TABLE task DROP COLUMN hours_in_step"))  # and its index
     else:
@@ -45,6 +47,8 @@ def as_before_the_copies(conn: Connection) -> None:
             text("SELECT name FROM sqlite_master WHERE type = 'trigger'")
         ).scalars():
             conn.execute(text(f"DROP TRIGGER {name}"))
+    conn.execute(text("DROP TABLE board_open_tasks"))
+    conn.execute(text("DROP TABLE board_open_cases"))
     for index in ("ix_task_sla_due", "ix_task_open_queue", "ix_task_open_scope"):
         conn.execute(text(f"DROP INDEX {index}"))
     conn.execute(text("DROP INDEX ix_case_event_breach_scope"))
@@ -124,6 +128,13 @@ def check_brought_up_to_date(engine: Engine) -> None:
         for index in table.indexes:
             if table.name == "task":
                 assert found[str(index.name)] == [c.name for c in index.columns]
+    assert counts(engine) == (
+        {
+            ("", "pavlodar", "decision", "at_risk", 1),
+            ("astana", "astana", "decision", "at_risk", 1),
+        },
+        {("pavlodar", "at_risk", 1), ("astana", "at_risk", 1)},
+    )
     # The triggers are in place: a case moved by a later write takes its tasks along.
     with engine.begin() as conn:
         conn.execute(text("UPDATE case_file SET region = 'abai' WHERE case_id = 'KS-1'"))
@@ -132,8 +143,30 @@ def check_brought_up_to_date(engine: Engine) -> None:
             conn.execute(text("SELECT case_region FROM task WHERE case_id = 'KS-1'")).scalars()
         )
     assert moved == {"abai"}
+    assert counts(engine) == (
+        {("", "abai", "decision", "at_risk", 1), ("astana", "astana", "decision", "at_risk", 1)},
+        {("abai", "at_risk", 1), ("astana", "at_risk", 1)},
+    )
     # And a second start changes nothing.
     create_all(engine)
+
+
+def counts(engine: Engine) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]]:
+    """The board's counts of open tasks and open cases, summed over the shards."""
+    with engine.connect() as conn:
+        tasks = conn.execute(
+            text(
+                "SELECT region, case_region, kind, sla_state, sum(n) FROM board_open_tasks"
+                " GROUP BY region, case_region, kind, sla_state HAVING sum(n) <> 0"
+            )
+        ).all()
+        cases = conn.execute(
+            text(
+                "SELECT region, sla_state, sum(n) FROM board_open_cases"
+                " GROUP BY region, sla_state HAVING sum(n) <> 0"
+            )
+        ).all()
+    return set(map(tuple, tasks)), set(map(tuple, cases))
 
 
 def upgrade(engine: Engine) -> None:
