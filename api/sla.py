@@ -28,14 +28,14 @@ from sqlalchemy import (
     Float,
     String,
     Table,
+    bindparam,
     cast,
-    column,
     literal_column,
     or_,
     text,
     true,
     tuple_,
-    values,
+    union_all,
 )
 from sqlalchemy import select as sql_select
 from sqlalchemy.engine import Engine
@@ -347,6 +347,7 @@ def _key(column: Any) -> Any:
 _TASK_COUNTED = {
     ("task", "region"): _key(TASK_COUNTS.c.region),
     ("task", "case_region"): _key(TASK_COUNTS.c.case_region),
+    ("task", "consulate"): _key(TASK_COUNTS.c.consulate),
     ("task", "procedure"): TASK_COUNTS.c.procedure,
     ("task", "kind"): TASK_COUNTS.c.kind,
     ("task", "sla_state"): TASK_COUNTS.c.sla_state,
@@ -402,16 +403,10 @@ def _first_opened(
     for k in keys:
         patterns[(k[0] is None, k[1] is None)].append(k)
     for (no_region, no_case_region), group in patterns.items():
-        combo = (
-            values(
-                column("region", String),
-                column("case_region", String),
-                column("procedure", String),
-                column("kind", String),
-                name="combo",
-            )
-            .data(group)
-            .cte("combo")
+        combo = _rows(
+            "combo",
+            {c: String() for c in ("region", "case_region", "procedure", "kind")},
+            group,
         )
         opened = (
             _scoped_tasks(scope, func.min(TaskRow.opened_at))
@@ -486,15 +481,9 @@ def _step_board(t: Any) -> Any:
     return func.coalesce(t.c.region, t.c.case_region, literal_column("''"))
 
 
-def _step_percentiles(scope: TaskScope, board: str | None, done_where: list[Any]) -> Any:
-    """PostgreSQL: time in step per procedure, step and board region, one index range each.
-
-    Sorting the period's done tasks by group costs more than the percentiles themselves,
-    so the groups are enumerated from ix_task_done_step (a recursive skip scan: one index
-    probe per group) and each group's tasks done in the period are read in index order,
-    with their hours precomputed (`hours_in_step`). percentile_cont interpolates linearly
-    between closest ranks, as `percentile` does, over the same float values.
-    """
+def _done_steps() -> Any:
+    """PostgreSQL: every (procedure, step, board region) of done tasks, from
+    ix_task_done_step by a recursive skip scan (one index probe per group)."""
     first = TASK.alias("first_step")
     step = (
         sql_select(first.c.procedure, first.c.kind, _step_board(first).label("board"))
@@ -515,11 +504,31 @@ def _step_percentiles(scope: TaskScope, board: str | None, done_where: list[Any]
         .limit(1)
         .lateral("following")
     )
-    step = step.union_all(
+    return step.union_all(
         sql_select(following.c.procedure, following.c.kind, following.c.board).select_from(
             step.join(following, true())
         )
     )
+
+
+def _in_step(step: Any) -> list[ColumnElement[bool]]:
+    """The done tasks of a group of `_done_steps`: one range of ix_task_done_step."""
+    return [
+        col(TaskRow.procedure) == step.c.procedure,
+        col(TaskRow.kind) == step.c.kind,
+        _step_board(TASK) == step.c.board,
+    ]
+
+
+def _step_percentiles(scope: TaskScope, board: str | None, done_where: list[Any]) -> Any:
+    """PostgreSQL: time in step per procedure, step and board region, one index range each.
+
+    Sorting the period's done tasks by group costs more than the percentiles themselves,
+    so each group's tasks done in the period are read in index order, with their hours
+    precomputed (`hours_in_step`). percentile_cont interpolates linearly between closest
+    ranks, as `percentile` does, over the same float values.
+    """
+    step = _done_steps()
     hours = literal_column("task.hours_in_step", Float)
     stats = (
         _scoped_tasks(
@@ -528,12 +537,7 @@ def _step_percentiles(scope: TaskScope, board: str | None, done_where: list[Any]
             func.percentile_cont(0.9).within_group(hours).label("p90"),
             func.count().label("n"),
         )
-        .where(
-            *done_where,
-            TaskRow.procedure == step.c.procedure,
-            TaskRow.kind == step.c.kind,
-            _step_board(TASK) == step.c.board,
-        )
+        .where(*done_where, *_in_step(step))
         .lateral("stats")
     )
     return (
@@ -818,34 +822,53 @@ def sla_tasks(
 QueueKey = tuple[str, str, str | None, str | None]  # procedure, kind, region, consulate
 
 
+def _rows(name: str, columns: dict[str, Any], rows: Iterable[Sequence[Any]]) -> Any:
+    """Rows from Python as a table the database can join (a CTE), in bound parameters.
+
+    A UNION ALL of one-row selects rather than VALUES: the statement is then cached by
+    SQLAlchemy for each number of rows, not compiled again for every request.
+    """
+    selects = [
+        sql_select(
+            *(
+                # Named parameters: an anonymous one costs more to make than to send.
+                bindparam(f"{name}_{i}_{c}", v, type_=t).label(c)
+                for (c, t), v in zip(columns.items(), row, strict=True)
+            )
+        )
+        for i, row in enumerate(rows)
+    ]
+    return (selects[0] if len(selects) == 1 else union_all(*selects)).cte(name)
+
+
+_PAGE_COLUMNS = {
+    "task_id": String(),
+    "procedure": String(),
+    "kind": String(),
+    "region": String(),
+    "consulate": String(),
+    "due_at": DateTime(timezone=True),
+    "opened_at": DateTime(timezone=True),
+}
+
+
 def _page_cte(tasks: Sequence[TaskRow], name: str) -> Any:
     """The page's tasks (their queue and place in it) as rows the database can join."""
-    return (
-        values(
-            column("task_id", String),
-            column("procedure", String),
-            column("kind", String),
-            column("region", String),
-            column("consulate", String),
-            column("due_at", DateTime(timezone=True)),
-            column("opened_at", DateTime(timezone=True)),
-            name=name,
-        )
-        .data(
-            [
-                (
-                    t.task_id,
-                    t.procedure,
-                    t.kind,
-                    t.region,
-                    t.consulate,
-                    None if t.due_at is None else db_time(t.due_at),
-                    db_time(t.opened_at),
-                )
-                for t in tasks
-            ]
-        )
-        .cte(name)
+    return _rows(
+        name,
+        _PAGE_COLUMNS,
+        (
+            (
+                t.task_id,
+                t.procedure,
+                t.kind,
+                t.region,
+                t.consulate,
+                None if t.due_at is None else db_time(t.due_at),
+                db_time(t.opened_at),
+            )
+            for t in tasks
+        ),
     )
 
 
@@ -937,18 +960,20 @@ def _page_throughput(
         for proc, kind, reg, consulate, n in session.exec(sql_select(*key, count)).all():  # type: ignore[call-overload]
             done[(proc, kind, reg, consulate)] = n
     steps = sorted({(k[0], k[1]) for k, n in done.items() if not n})
-    national: dict[tuple[str, str], int] = {}
-    if steps:
-        by_step = (TaskRow.procedure, TaskRow.kind)
-        national = {
-            (proc, kind): n
-            for proc, kind, n in session.exec(
-                select(*by_step, func.count())
-                .where(*in_window, tuple_(*by_step).in_(steps))
-                .group_by(*by_step)
-            ).all()
-        }
-    return done, national
+    if not steps:
+        return done, {}
+    by_step: tuple[Any, ...] = (TaskRow.procedure, TaskRow.kind)
+    counted = sql_select(*by_step, func.count()).where(*in_window, tuple_(*by_step).in_(steps))
+    if _is_postgres(session):
+        # Summed over the step's board regions, each an index range (not the whole window).
+        step = _done_steps()
+        done_in_step = select(func.count()).select_from(TaskRow).where(*in_window, *_in_step(step))
+        by_step = (step.c.procedure, step.c.kind)
+        counted = sql_select(*by_step, func.sum(done_in_step.scalar_subquery())).where(
+            tuple_(*by_step).in_(steps)
+        )
+    rows = session.exec(counted.group_by(*by_step)).all()  # type: ignore[call-overload]
+    return done, {(proc, kind): int(n) for proc, kind, n in rows}
 
 
 def _throughput(
@@ -1034,6 +1059,39 @@ def _outlook(
     return item
 
 
+def _queue_lengths(
+    session: Session, scope: TaskScope, tasks: Sequence[TaskRow]
+) -> dict[QueueKey, int]:
+    """The open tasks in scope of the page's queues (and of others with their procedures
+    and steps), from the database's counts, or from the rows for a scope they cannot tell."""
+    steps = [
+        col(TaskRow.procedure).in_(sorted({t.procedure for t in tasks})),
+        col(TaskRow.kind).in_(sorted({t.kind for t in tasks})),
+    ]
+    where = _translated([*scope, *steps], _TASK_COUNTED)
+    if where is not None:
+        c = TASK_COUNTS.c
+        by = (c.procedure, c.kind, c.region, c.consulate)
+        return {
+            (proc, kind, reg or None, consulate or None): n
+            for proc, kind, reg, consulate, n in session.exec(
+                sql_select(*by, func.sum(c.n))
+                .where(*where)
+                .group_by(*by)
+                .having(func.sum(c.n) != 0)  # type: ignore[call-overload]
+            ).all()
+        }
+    queue = (TaskRow.procedure, TaskRow.kind, TaskRow.region, TaskRow.consulate)
+    return {
+        (proc, kind, reg, consulate): n
+        for proc, kind, reg, consulate, n in session.exec(
+            _scoped_tasks(scope, *queue, func.count())
+            .where(col(TaskRow.status).in_(OPEN_TASK), *steps)
+            .group_by(*queue)
+        ).all()
+    }
+
+
 def _page_forecast(
     session: Session, scope: TaskScope, tasks: Sequence[TaskRow], now: datetime, window_days: int
 ) -> dict[str, dict[str, Any]]:
@@ -1042,19 +1100,7 @@ def _page_forecast(
     if not tasks:
         return {}
     ahead = _ahead(session, scope, tasks)
-    queue = (TaskRow.procedure, TaskRow.kind, TaskRow.region, TaskRow.consulate)
-    lengths: dict[QueueKey, int] = {
-        (proc, kind, reg, consulate): n
-        for proc, kind, reg, consulate, n in session.exec(
-            _scoped_tasks(scope, *queue, func.count())
-            .where(
-                col(TaskRow.status).in_(OPEN_TASK),
-                col(TaskRow.procedure).in_(sorted({t.procedure for t in tasks})),
-                col(TaskRow.kind).in_(sorted({t.kind for t in tasks})),
-            )
-            .group_by(*queue)
-        ).all()
-    }
+    lengths = _queue_lengths(session, scope, tasks)
     regional, national = _page_throughput(session, tasks, now, window_days)
     out = {}
     for t in tasks:

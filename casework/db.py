@@ -445,14 +445,15 @@ _BACKFILL = {
 
 # --------------------------------------------------------------------------- SLA board counts
 #
-# The board shows open tasks by scope, procedure, step and SLA state, and open cases by
-# procedure, region and state. Counting them took most of its time at a million cases, so
+# The board shows open tasks by scope, procedure, step and SLA state (and the length of
+# each queue: procedure, step, region, consulate), and open cases by procedure, region and
+# state. Counting them took most of its time at a million cases, so
 # database triggers keep the counts, in the writer's own transaction, whoever writes.
 # Concurrent writers never wait on each other for a count (nor deadlock): each database
 # connection adds to rows of its own (`shard`: the PostgreSQL backend's process id; 0 on
 # SQLite, which has one writer at a time), and the board sums the shards. At start-up the
 # rows of connections that are gone are merged into shard 0. A key holds '' for a missing
-# region (a consular task) or a missing copy.
+# region (a consular task), consulate or copy.
 
 OPEN_TASK_SQL = "status IN ('open', 'claimed')"
 OPEN_CASE_SQL = _OPEN_CASE.text
@@ -469,6 +470,7 @@ class OpenTaskCountRow(_Count, table=True):
     __tablename__ = "board_open_tasks"
     region: str = Field(primary_key=True)
     case_region: str = Field(primary_key=True)
+    consulate: str = Field(primary_key=True)
     procedure: str = Field(primary_key=True)
     kind: str = Field(primary_key=True)
     sla_state: str = Field(primary_key=True)
@@ -483,7 +485,10 @@ class OpenCaseCountRow(_Count, table=True):
 
 # A count's key columns, and the SQL of an open row, for each counted table.
 _COUNTED = {
-    "task": ("board_open_tasks", ("region", "case_region", "procedure", "kind", "sla_state")),
+    "task": (
+        "board_open_tasks",
+        ("region", "case_region", "consulate", "procedure", "kind", "sla_state"),
+    ),
     "case_file": ("board_open_cases", ("procedure", "region", "sla_state")),
 }
 _OPEN_SQL = {"task": OPEN_TASK_SQL, "case_file": OPEN_CASE_SQL}

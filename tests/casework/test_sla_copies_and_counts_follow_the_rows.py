@@ -125,7 +125,7 @@ def assert_equal_to_a_recount(engine: Engine) -> None:
             (i, reg if kind == "clock_breached" else None) for i, kind, _, reg in events
         ]
         for counts, table, key, open_rows in (
-            ("board_open_tasks", "task", "region, case_region, procedure, kind, sla_state",
+            ("board_open_tasks", "task", "region, case_region, consulate, procedure, kind, sla_state",
              "status IN ('open', 'claimed')"),
             ("board_open_cases", "case_file", "procedure, region, sla_state",
              f"status NOT IN ({CLOSED})"),
