@@ -4,7 +4,8 @@ A loader writes realistic rows straight into a fresh bench database (COPY): case
 three years across the 20 regions (about 12 % open), their tasks (done ones and the open
 task of cases waiting for a caseworker), their legal clocks and a thinned timeline (6
 events per case; a real case has 40-60). COPY fires the database's triggers like any
-other writer, so the rows get the SLA board's copies of their case's region (casework.db).
+other writer, so the rows get the SLA board's copies of their case's region and are
+counted in its counts of open tasks and cases (casework.db).
 A second API process (`casework.cli api`) reads that database; the inbox and SLA-board
 endpoints are timed over HTTP at each size, and the SQL each endpoint runs is captured
 (in-process, same app) and saved with its `EXPLAIN (ANALYZE, BUFFERS)` plan, run with the
