@@ -30,6 +30,8 @@ from sqlalchemy import (
     Table,
     bindparam,
     cast,
+    except_all,
+    exists,
     literal_column,
     or_,
     text,
@@ -51,6 +53,7 @@ from casework.db import (
     CaseEventRow,
     CaseRow,
     ClockRow,
+    DoneHoursRow,
     OpenCaseCountRow,
     OpenTaskCountRow,
     TaskRow,
@@ -130,6 +133,7 @@ def scope_view(actor: Actor) -> dict[str, Any]:
 CASE: Table = CaseRow.__table__  # type: ignore[attr-defined]
 TASK_COUNTS: Table = OpenTaskCountRow.__table__  # type: ignore[attr-defined]
 CASE_COUNTS: Table = OpenCaseCountRow.__table__  # type: ignore[attr-defined]
+HOURS: Table = DoneHoursRow.__table__  # type: ignore[attr-defined]
 TASK_CASE_REGION: Column[str] = TASK.c.case_region
 EVENT_CASE_REGION: Column[str] = CASE_EVENT.c.case_region
 
@@ -444,16 +448,22 @@ def _time_in_step(
 
     `board`: the one board region all the caller's tasks are in, if there is one.
     """
-    done_where = [
-        TaskRow.status == TaskStatus.done.value,
-        col(TaskRow.completed_at) >= db_time(since),
-        col(TaskRow.completed_at) <= db_time(now),
-        *task_where,
-    ]
+
+    def done_where(start: datetime) -> list[ColumnElement[bool]]:
+        return [
+            col(TaskRow.status) == TaskStatus.done.value,
+            col(TaskRow.completed_at) >= db_time(start),
+            col(TaskRow.completed_at) <= db_time(now),
+            *task_where,
+        ]
+
     out: dict[tuple[str, str | None, str], TimeInStep] = {}
     if _is_postgres(session):
+        # The whole days before today from the days' hours, today's tasks as rows.
+        days = _digested_days(session, scope, task_where, since, now)
+        start = since if days is None else days.until
         for proc, reg_v, kind, median, p90, n in session.exec(
-            _step_percentiles(scope, board, done_where)
+            _step_percentiles(scope, board, done_where(start), days)
         ).all():
             out[(proc, reg_v or None, kind)] = (_round(median), _round(p90), n)
         return out
@@ -467,7 +477,7 @@ def _time_in_step(
             TaskRow.kind,
             TaskRow.opened_at,
             TaskRow.completed_at,
-        ).where(*done_where)
+        ).where(*done_where(since))
     ).all():
         spent = utc(completed_at) - utc(opened_at)  # type: ignore[operator]
         durations[(proc, reg_v, kind)].append(spent.total_seconds() / 3600)
@@ -476,9 +486,57 @@ def _time_in_step(
     return out
 
 
+_HOURS_DIGESTED = {
+    ("task", "region"): _key(HOURS.c.region),
+    ("task", "case_region"): _key(HOURS.c.case_region),
+    ("task", "procedure"): HOURS.c.procedure,
+    ("task", "kind"): HOURS.c.kind,
+}
+
+
+@dataclass
+class _Days:
+    """The whole Astana days of a period before today, read from board_done_hours."""
+
+    first: date
+    until: datetime  # today's midnight: the period's rows from here on are read as rows
+    where: list[ColumnElement[bool]]  # the caller's scope and filters on the digests' keys
+    removed: bool  # some hours were taken out of a day since it was merged
+
+
+def _digested_days(
+    session: Session,
+    scope: TaskScope,
+    task_where: list[ColumnElement[bool]],
+    since: datetime,
+    now: datetime,
+) -> _Days | None:
+    until = period_start(now, 1)
+    where = _translated([*scope, *task_where], _HOURS_DIGESTED)
+    if where is None or since >= until:
+        return None
+    first = since.astimezone(KZ_TZ).date()
+    removed = session.exec(
+        sql_select(  # type: ignore[call-overload]
+            exists().where(
+                func.cardinality(HOURS.c.removed) > 0,
+                HOURS.c.day >= first,
+                HOURS.c.day < until.astimezone(KZ_TZ).date(),
+            )
+        )
+    ).one()[0]
+    return _Days(first, until, where, bool(removed))
+
+
 def _step_board(t: Any) -> Any:
-    """The board region as ix_task_done_step indexes it ('' for a task of no region at all)."""
-    return func.coalesce(t.c.region, t.c.case_region, literal_column("''"))
+    """The board region as ix_task_done_step and ix_board_done_hours_step index it ('' for a
+    task of no region at all; the days' hours hold '' for a missing region)."""
+    blank: Any = literal_column("''")
+    if t is HOURS:
+        return func.coalesce(
+            func.nullif(t.c.region, blank), func.nullif(t.c.case_region, blank), blank
+        )
+    return func.coalesce(t.c.region, t.c.case_region, blank)
 
 
 def _done_steps() -> Any:
@@ -520,7 +578,9 @@ def _in_step(step: Any) -> list[ColumnElement[bool]]:
     ]
 
 
-def _step_percentiles(scope: TaskScope, board: str | None, done_where: list[Any]) -> Any:
+def _step_percentiles(
+    scope: TaskScope, board: str | None, done_where: list[Any], days: _Days | None
+) -> Any:
     """PostgreSQL: time in step per procedure, step and board region, one index range each.
 
     Sorting the period's done tasks by group costs more than the percentiles themselves,
@@ -529,15 +589,32 @@ def _step_percentiles(scope: TaskScope, board: str | None, done_where: list[Any]
     ranks, as `percentile` does, over the same float values.
     """
     step = _done_steps()
-    hours = literal_column("task.hours_in_step", Float)
+    hours = literal_column("task.hours_in_step", Float).label("h")
+    values = _scoped_tasks(scope, hours).where(*done_where, *_in_step(step)).correlate(step)
+    if days is not None:
+        h = HOURS.c
+        in_days = [
+            h.procedure == step.c.procedure,
+            h.kind == step.c.kind,
+            _step_board(HOURS) == step.c.board,
+            h.day >= days.first,
+            h.day < days.until.astimezone(KZ_TZ).date(),
+            *days.where,
+        ]
+        digested: Any = sql_select(func.unnest(h.added).label("h")).where(*in_days)
+        digested = digested.correlate(step)
+        if days.removed:  # a multiset difference: each removed value takes out one added
+            taken = sql_select(func.unnest(h.removed)).where(*in_days).correlate(step)
+            digested = except_all(digested, taken)
+        values = union_all(digested, values)
+    v = values.subquery("v")
     stats = (
-        _scoped_tasks(
-            scope,
-            func.percentile_cont(0.5).within_group(hours).label("median"),
-            func.percentile_cont(0.9).within_group(hours).label("p90"),
+        sql_select(
+            func.percentile_cont(0.5).within_group(v.c.h).label("median"),
+            func.percentile_cont(0.9).within_group(v.c.h).label("p90"),
             func.count().label("n"),
         )
-        .where(*done_where, *_in_step(step))
+        .select_from(v)
         .lateral("stats")
     )
     return (

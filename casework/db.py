@@ -7,14 +7,16 @@ transactions span cases.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     JSON,
     Column,
+    Float,
     Index,
     String,
     Table,
@@ -29,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Field, Session, SQLModel, create_engine
 
-from casework.contracts import CLOSED_STATUSES
+from casework.contracts import CLOSED_STATUSES, KZ_TZ
 from casework.writer import BUSY_TIMEOUT_MS, write_transaction
 
 # Partial-index predicates of the SLA board's indexes (api/sla.py): open tasks, done tasks,
@@ -326,6 +328,11 @@ _PG_BOARD_DDL = (
     "CREATE INDEX IF NOT EXISTS ix_task_done_step ON task"
     " (procedure, kind, (coalesce(region, case_region, '')), completed_at)"
     " INCLUDE (hours_in_step, region, case_region, consulate) WHERE status = 'done'",
+    # The days' hours of a group (board_done_hours, below), and the days with hours taken out.
+    "CREATE INDEX IF NOT EXISTS ix_board_done_hours_step ON board_done_hours (procedure, kind,"
+    " (coalesce(nullif(region, ''), nullif(case_region, ''), '')), day)",
+    "CREATE INDEX IF NOT EXISTS ix_board_done_hours_removed ON board_done_hours (day)"
+    " WHERE cardinality(removed) > 0",
 )
 
 # A row's copy is set before the row is written: on insert, and on an update that changes
@@ -595,9 +602,127 @@ def _merge_gone_shards(conn: Connection, table: str) -> None:
     conn.execute(SQLModel.metadata.tables[counts].delete().where(text("shard = 0 AND n = 0")))
 
 
-def _board_upgrade(conn: Connection, counts_created: bool) -> None:
-    """Add the SLA board's copies and counts to a read model that predates them, with their
-    triggers. The counts are taken afresh when anything they depend on was just added."""
+# --------------------------------------------------------------------------- SLA board hours
+#
+# PostgreSQL: the time in step of the tasks done on each Astana day, by procedure, step,
+# task region and case region, kept by triggers as arrays of the very `hours_in_step`
+# values, so the board's median and p90 over a period read a few arrays per group instead
+# of every done task (exact: percentile_cont over the same values). Like the counts, each
+# connection appends to rows of its own; a task that leaves a day's set (its case moved
+# region) is appended to `removed`, and the board takes `added` EXCEPT ALL `removed`.
+# SQLite computes the percentiles from the rows (casework's small embedded default).
+
+
+# Arrays on PostgreSQL; the table exists on SQLite too (for the same schema) but stays empty.
+_HOURS = JSON().with_variant(ARRAY(Float), "postgresql")
+
+
+class DoneHoursRow(SQLModel, table=True):
+    __tablename__ = "board_done_hours"
+    shard: int = Field(primary_key=True)
+    procedure: str = Field(primary_key=True)
+    kind: str = Field(primary_key=True)
+    region: str = Field(primary_key=True)  # '' for none (a consular task)
+    case_region: str = Field(primary_key=True)
+    day: date = Field(primary_key=True)  # of completion, Astana time
+    added: list[float] = Field(sa_column=Column(_HOURS, nullable=False))
+    removed: list[float] = Field(sa_column=Column(_HOURS, nullable=False))
+
+
+_KZ_HOURS = int((KZ_TZ.utcoffset(None) or timedelta()).total_seconds() // 3600)
+DONE_DAY_SQL = f"CAST(timezone('UTC', completed_at) + interval '{_KZ_HOURS} hours' AS date)"
+_DONE = "status = 'done' AND completed_at IS NOT NULL"
+_HOURS_KEY = "procedure, kind, region, case_region, day"
+_HOURS_OF = (
+    "SELECT pg_backend_pid(), procedure, kind, coalesce(region, ''), coalesce(case_region, ''),"
+    f" {DONE_DAY_SQL}, array_agg(hours_in_step)"
+)
+# SQL built from this module's constants, as all here.
+_APPEND = f"""
+    INSERT INTO board_done_hours (shard, {_HOURS_KEY}, added, removed)
+    SELECT shard, {_HOURS_KEY}, {{added}}, {{removed}} FROM (
+        {_HOURS_OF} AS hours FROM {{rows}} WHERE {_DONE}{{changed}}
+        GROUP BY 2, 3, 4, 5, 6) AS t (shard, {_HOURS_KEY}, hours)
+    ON CONFLICT (shard, {_HOURS_KEY}) DO UPDATE SET
+        added = board_done_hours.added || excluded.added,
+        removed = board_done_hours.removed || excluded.removed;"""  # noqa: S608
+# An updated row leaves or joins a day's set when any of these changes.
+_HOURS_MOVE = ("status", "completed_at", "opened_at", "procedure", "kind", "region", "case_region")
+_MOVED = (
+    " AND task_id IN (SELECT o.task_id FROM old_rows o JOIN new_rows n USING (task_id)"  # noqa: S608
+    f" WHERE ({', '.join(f'o.{c}' for c in _HOURS_MOVE)})"
+    f" IS DISTINCT FROM ({', '.join(f'n.{c}' for c in _HOURS_MOVE)}))"
+)
+
+
+def _append(rows: str, to: str, changed: str = "") -> str:
+    added, removed = ("hours", "'{}'") if to == "added" else ("'{}'", "hours")
+    return _APPEND.format(rows=rows, added=added, removed=removed, changed=changed)
+
+
+_PG_HOURS_TRIGGERS = {
+    "casework_done_hours": f"""
+        CREATE OR REPLACE FUNCTION casework_done_hours() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'INSERT' THEN {_append("new_rows", "added")}
+            ELSIF TG_OP = 'UPDATE' THEN {_append("old_rows", "removed", _MOVED)}
+                {_append("new_rows", "added", _MOVED)}
+            ELSE {_append("old_rows", "removed")}
+            END IF;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER casework_done_hours AFTER INSERT ON task
+            REFERENCING NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION casework_done_hours();
+        CREATE TRIGGER casework_done_hours_upd AFTER UPDATE ON task
+            REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION casework_done_hours();
+        CREATE TRIGGER casework_done_hours_del AFTER DELETE ON task
+            REFERENCING OLD TABLE AS old_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION casework_done_hours();
+    """,
+}
+_HOURS_BACKFILL = (
+    f"INSERT INTO board_done_hours (shard, {_HOURS_KEY}, added, removed)"  # noqa: S608
+    f" SELECT 0, {_HOURS_KEY}, hours, '{{}}' FROM ({_HOURS_OF} FROM task WHERE {_DONE}"
+    f" GROUP BY 2, 3, 4, 5, 6) AS t (shard, {_HOURS_KEY}, hours)"
+)
+
+
+def _merge_gone_hours(conn: Connection) -> None:
+    """The days' hours of connections that are gone move into shard 0, where what was
+    removed is taken out of what was added (as for the counts, never waiting on a writer)."""
+    conn.execute(
+        text(
+            "WITH gone AS (DELETE FROM board_done_hours WHERE ctid IN ("  # noqa: S608
+            " SELECT ctid FROM board_done_hours WHERE shard <> 0"
+            " AND shard NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)"
+            f" FOR UPDATE SKIP LOCKED) RETURNING {_HOURS_KEY}, added, removed)"
+            f" INSERT INTO board_done_hours (shard, {_HOURS_KEY}, added, removed)"
+            f" SELECT 0, {_HOURS_KEY},"
+            " coalesce(array_agg(h) FILTER (WHERE sign > 0), '{}'),"
+            " coalesce(array_agg(h) FILTER (WHERE sign < 0), '{}')"
+            f" FROM (SELECT {_HOURS_KEY}, unnest(added) AS h, 1 AS sign FROM gone"
+            f" UNION ALL SELECT {_HOURS_KEY}, unnest(removed), -1 FROM gone) AS v"
+            f" GROUP BY {_HOURS_KEY}"
+            f" ON CONFLICT (shard, {_HOURS_KEY}) DO UPDATE SET"
+            " added = board_done_hours.added || excluded.added,"
+            " removed = board_done_hours.removed || excluded.removed"
+        )
+    )
+    conn.execute(
+        text(
+            "UPDATE board_done_hours SET added = ARRAY(SELECT unnest(added) EXCEPT ALL"
+            " SELECT unnest(removed)), removed = '{}' WHERE shard = 0 AND removed <> '{}'"
+        )
+    )
+    conn.execute(text("DELETE FROM board_done_hours WHERE shard = 0 AND added = '{}'"))
+
+
+def _board_upgrade(conn: Connection, created: bool) -> None:
+    """Add the SLA board's copies, counts and (PostgreSQL) hours to a read model that
+    predates them, with their triggers; `created`: their tables were just created. The
+    counts and hours are taken afresh when anything they depend on was just added."""
     postgres = conn.dialect.name == "postgresql"
     backfill = []
     for table in (TASK, CASE_EVENT):
@@ -605,38 +730,42 @@ def _board_upgrade(conn: Connection, counts_created: bool) -> None:
             conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN case_region VARCHAR"))
             backfill.append(_BACKFILL[table.name])
     if postgres:
+        for ddl in _PG_BOARD_DDL:
+            conn.exec_driver_sql(ddl)
         query = "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"
     else:
         query = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
     present = set(conn.execute(text(query)).scalars())
-    counting: dict[str, str] = {}
+    summing = dict(_PG_HOURS_TRIGGERS) if postgres else {}
     for counted in _COUNTED:
-        counting |= _count_triggers(counted, postgres)
-    missing = [name for name in counting if name not in present]
+        summing |= _count_triggers(counted, postgres)
+    missing = [name for name in summing if name not in present]
 
     def create(triggers: dict[str, str]) -> None:
         for name, ddl in triggers.items():
             if name not in present:
                 conn.exec_driver_sql(ddl)
 
-    # The copies first, then the counts (which count by the copy). Creating a trigger waits
-    # for the writes under way and holds off new ones until this commits: from here on
-    # every write keeps them.
+    # The copies first, then what counts by the copy. Creating a trigger waits for the
+    # writes under way and holds off new ones until this commits: from here on every write
+    # keeps them.
     create(_PG_TRIGGERS if postgres else _SQLITE_TRIGGERS)
     for sql in backfill:
         conn.execute(text(sql))
-    create(counting)
-    if counts_created or backfill or missing:
+    create(summing)
+    if created or backfill or missing:
         for counted, (counts, _) in _COUNTED.items():
             if postgres:
                 conn.execute(text(f"LOCK TABLE {counted} IN SHARE ROW EXCLUSIVE MODE"))
             conn.execute(SQLModel.metadata.tables[counts].delete())
             _count_backfill(conn, counted)
+        conn.execute(SQLModel.metadata.tables["board_done_hours"].delete())
+        if postgres:
+            conn.execute(text(_HOURS_BACKFILL))
     if postgres:
-        for ddl in _PG_BOARD_DDL:
-            conn.exec_driver_sql(ddl)
         for counted in _COUNTED:
             _merge_gone_shards(conn, counted)
+        _merge_gone_hours(conn)
 
 
 def _create_indexes(conn: Connection) -> None:
@@ -688,7 +817,8 @@ def create_all(engine: Engine) -> None:
             conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('casework.create_all'))"))
         existed = set(inspect(conn).get_table_names())
         SQLModel.metadata.create_all(conn)
-        _board_upgrade(conn, any(counts not in existed for counts, _ in _COUNTED.values()))
+        board = ("board_open_tasks", "board_open_cases", "board_done_hours")
+        _board_upgrade(conn, not existed >= set(board))
         _create_indexes(conn)
 
 

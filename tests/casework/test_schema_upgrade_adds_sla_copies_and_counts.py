@@ -47,8 +47,8 @@ def as_before_the_copies(conn: Connection) -> None:
             text("SELECT name FROM sqlite_master WHERE type = 'trigger'")
         ).scalars():
             conn.execute(text(f"DROP TRIGGER {name}"))
-    conn.execute(text("DROP TABLE board_open_tasks"))
-    conn.execute(text("DROP TABLE board_open_cases"))
+    for table in ("board_open_tasks", "board_open_cases", "board_done_hours"):
+        conn.execute(text(f"DROP TABLE {table}"))
     for index in ("ix_task_sla_due", "ix_task_open_queue", "ix_task_open_scope"):
         conn.execute(text(f"DROP INDEX {index}"))
     conn.execute(text("DROP INDEX ix_case_event_breach_scope"))
@@ -143,6 +143,12 @@ def check_brought_up_to_date(engine: Engine) -> None:
             conn.execute(text("SELECT case_region FROM task WHERE case_id = 'KS-1'")).scalars()
         )
     assert moved == {"abai"}
+    if engine.dialect.name == "postgresql":  # the done task's hours moved with it
+        assert query(
+            engine,
+            "SELECT region, case_region, unnest(added) FROM board_done_hours EXCEPT ALL"
+            " SELECT region, case_region, unnest(removed) FROM board_done_hours",
+        ) == {("astana", "abai", 5.5)}
     assert counts(engine) == (
         {("", "abai", "decision", "at_risk", 1), ("astana", "astana", "decision", "at_risk", 1)},
         {("abai", "at_risk", 1), ("astana", "at_risk", 1)},
@@ -151,22 +157,22 @@ def check_brought_up_to_date(engine: Engine) -> None:
     create_all(engine)
 
 
+def query(engine: Engine, sql: str) -> set[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return set(map(tuple, conn.execute(text(sql)).all()))
+
+
 def counts(engine: Engine) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]]:
     """The board's counts of open tasks and open cases, summed over the shards."""
-    with engine.connect() as conn:
-        tasks = conn.execute(
-            text(
-                "SELECT region, case_region, kind, sla_state, sum(n) FROM board_open_tasks"
-                " GROUP BY region, case_region, kind, sla_state HAVING sum(n) <> 0"
-            )
-        ).all()
-        cases = conn.execute(
-            text(
-                "SELECT region, sla_state, sum(n) FROM board_open_cases"
-                " GROUP BY region, sla_state HAVING sum(n) <> 0"
-            )
-        ).all()
-    return set(map(tuple, tasks)), set(map(tuple, cases))
+    return query(
+        engine,
+        "SELECT region, case_region, kind, sla_state, sum(n) FROM board_open_tasks"
+        " GROUP BY region, case_region, kind, sla_state HAVING sum(n) <> 0",
+    ), query(
+        engine,
+        "SELECT region, sla_state, sum(n) FROM board_open_cases"
+        " GROUP BY region, sla_state HAVING sum(n) <> 0",
+    )
 
 
 def upgrade(engine: Engine) -> None:

@@ -24,7 +24,15 @@ from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
 from casework.contracts import CLOSED_STATUSES
-from casework.db import CASE_EVENT, TASK, CaseEventRow, CaseRow, TaskRow, create_all
+from casework.db import (
+    CASE_EVENT,
+    DONE_DAY_SQL,
+    TASK,
+    CaseEventRow,
+    CaseRow,
+    TaskRow,
+    create_all,
+)
 from casework.readmodel_sql import insert_once, upsert
 
 T0 = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
@@ -139,6 +147,21 @@ def assert_equal_to_a_recount(engine: Engine) -> None:
             ).all()
             assert sorted(map(tuple, counted)) == sorted(map(tuple, recount)), counts
         if conn.dialect.name == "postgresql":
+            # The days' hours: what was added less what was removed (all of which had been
+            # added) is the hours of the tasks done, per key and day.
+            net = "SELECT procedure, kind, region, case_region, day, unnest(added) AS h"
+            gone = "SELECT procedure, kind, region, case_region, day, unnest(removed)"
+            net, gone = net + " FROM board_done_hours", gone + " FROM board_done_hours"
+            assert not conn.execute(text(f"{gone} EXCEPT ALL {net}")).all()
+            digested = conn.execute(text(f"{net} EXCEPT ALL {gone}")).all()
+            done = conn.execute(
+                text(
+                    "SELECT procedure, kind, coalesce(region, ''), coalesce(case_region, ''),"  # noqa: S608
+                    f" {DONE_DAY_SQL}, hours_in_step FROM task"
+                    " WHERE status = 'done' AND completed_at IS NOT NULL"
+                )
+            ).all()
+            assert sorted(map(tuple, digested)) == sorted(map(tuple, done))
             # The generated hours in step are the very values the query used to compute.
             hours = conn.execute(
                 text(
@@ -323,14 +346,17 @@ def test_postgres_a_task_written_while_its_case_moves_gets_the_new_region(
 
 
 def test_postgres_counts_of_a_closed_connection_are_merged_at_start_up(pg_engine: Engine) -> None:
-    """Each connection counts in rows of its own; a start-up folds those of connections
-    that are gone into one row per key, and the board's sums stay the same."""
+    """Each connection counts (and lists the hours of the tasks it completes) in rows of its
+    own; a start-up folds those of connections that are gone into one row per key, and
+    what the board reads stays the same."""
     gone = create_engine(pg_engine.url, poolclass=NullPool)
     with gone.begin() as conn:
         pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
         upsert(conn, CaseRow, case_values("WP-5", "astana", 1), ("case_id",))
         upsert(conn, TaskRow, task_values("WP-5-T1", "WP-5", "astana", 1), ("task_id",))
         upsert(conn, CaseRow, case_values("WP-6", "abai", 1, sla_state="at_risk"), ("case_id",))
+        done = task_values("WP-6-T1", "WP-6", "abai", 1, done_after_h=2.5)
+        upsert(conn, TaskRow, done, ("task_id",))
     gone.dispose()  # the backend ends
     write(pg_engine, lambda c: upsert(c, TaskRow, task_values("WP-5-T2", "WP-5", "astana", 2), ("task_id",)))  # fmt: skip
     assert_equal_to_a_recount(pg_engine)
@@ -338,7 +364,8 @@ def test_postgres_counts_of_a_closed_connection_are_merged_at_start_up(pg_engine
     create_all(pg_engine)
 
     with pg_engine.connect() as conn:
-        shards = set(conn.execute(text("SELECT shard FROM board_open_tasks")).scalars())
-        shards |= set(conn.execute(text("SELECT shard FROM board_open_cases")).scalars())
+        shards = set()
+        for table in ("board_open_tasks", "board_open_cases", "board_done_hours"):
+            shards |= set(conn.execute(text(f"SELECT shard FROM {table}")).scalars())  # noqa: S608
     assert pid not in shards and 0 in shards
     assert_equal_to_a_recount(pg_engine)
