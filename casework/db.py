@@ -638,48 +638,63 @@ _HOURS_OF = (
     f" {DONE_DAY_SQL}, array_agg(hours_in_step)"
 )
 # SQL built from this module's constants, as all here.
-_APPEND = f"""
+_APPEND_ROWS = f"""
     INSERT INTO board_done_hours (shard, {_HOURS_KEY}, added, removed)
-    SELECT shard, {_HOURS_KEY}, {{added}}, {{removed}} FROM (
-        {_HOURS_OF} AS hours FROM {{rows}} WHERE {_DONE}{{changed}}
+    SELECT shard, {_HOURS_KEY}, hours, '{{}}' FROM (
+        {_HOURS_OF} AS hours FROM new_rows WHERE {_DONE}
         GROUP BY 2, 3, 4, 5, 6) AS t (shard, {_HOURS_KEY}, hours)
     ON CONFLICT (shard, {_HOURS_KEY}) DO UPDATE SET
+        added = board_done_hours.added || excluded.added;"""  # noqa: S608
+_APPEND_ROW = """
+    INSERT INTO board_done_hours (shard, procedure, kind, region, case_region, day, added, removed)
+    VALUES (pg_backend_pid(), {row}.procedure, {row}.kind, coalesce({row}.region, ''),
+        coalesce({row}.case_region, ''), {day}, {added}, {removed})
+    ON CONFLICT (shard, procedure, kind, region, case_region, day) DO UPDATE SET
         added = board_done_hours.added || excluded.added,
-        removed = board_done_hours.removed || excluded.removed;"""  # noqa: S608
+        removed = board_done_hours.removed || excluded.removed;"""
+
+
+def _append_row(row: str, to: str) -> str:
+    hours = f"ARRAY[{row}.hours_in_step]"
+    added, removed = (hours, "'{}'") if to == "added" else ("'{}'", hours)
+    day = DONE_DAY_SQL.replace("completed_at", f"{row}.completed_at")
+    return _APPEND_ROW.format(row=row, day=day, added=added, removed=removed)
+
+
+def _done(row: str) -> str:
+    return f"{row}.status = 'done' AND {row}.completed_at IS NOT NULL"
+
+
 # An updated row leaves or joins a day's set when any of these changes.
 _HOURS_MOVE = ("status", "completed_at", "opened_at", "procedure", "kind", "region", "case_region")
-_MOVED = (
-    " AND task_id IN (SELECT o.task_id FROM old_rows o JOIN new_rows n USING (task_id)"  # noqa: S608
-    f" WHERE ({', '.join(f'o.{c}' for c in _HOURS_MOVE)})"
-    f" IS DISTINCT FROM ({', '.join(f'n.{c}' for c in _HOURS_MOVE)}))"
-)
-
-
-def _append(rows: str, to: str, changed: str = "") -> str:
-    added, removed = ("hours", "'{}'") if to == "added" else ("'{}'", "hours")
-    return _APPEND.format(rows=rows, added=added, removed=removed, changed=changed)
-
-
 _PG_HOURS_TRIGGERS = {
+    # Inserted rows a statement at a time (COPY, group commits); an update or a delete of a
+    # done task, which is rare, a row at a time.
     "casework_done_hours": f"""
-        CREATE OR REPLACE FUNCTION casework_done_hours() RETURNS trigger LANGUAGE plpgsql AS $$
+        CREATE OR REPLACE FUNCTION casework_done_hours_added() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN {_APPEND_ROWS}
+            RETURN NULL;
+        END $$;
+        CREATE OR REPLACE FUNCTION casework_done_hours_moved() RETURNS trigger
+        LANGUAGE plpgsql AS $$
         BEGIN
-            IF TG_OP = 'INSERT' THEN {_append("new_rows", "added")}
-            ELSIF TG_OP = 'UPDATE' THEN {_append("old_rows", "removed", _MOVED)}
-                {_append("new_rows", "added", _MOVED)}
-            ELSE {_append("old_rows", "removed")}
+            IF TG_OP <> 'INSERT' AND {_done("OLD")} THEN {_append_row("OLD", "removed")}
+            END IF;
+            IF TG_OP = 'UPDATE' AND {_done("NEW")} THEN {_append_row("NEW", "added")}
             END IF;
             RETURN NULL;
         END $$;
         CREATE TRIGGER casework_done_hours AFTER INSERT ON task
             REFERENCING NEW TABLE AS new_rows
-            FOR EACH STATEMENT EXECUTE FUNCTION casework_done_hours();
-        CREATE TRIGGER casework_done_hours_upd AFTER UPDATE ON task
-            REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-            FOR EACH STATEMENT EXECUTE FUNCTION casework_done_hours();
+            FOR EACH STATEMENT EXECUTE FUNCTION casework_done_hours_added();
+        CREATE TRIGGER casework_done_hours_upd AFTER UPDATE OF {", ".join(_HOURS_MOVE)} ON task
+            FOR EACH ROW WHEN ((({_done("OLD")}) OR ({_done("NEW")}))
+                AND ({", ".join(f"OLD.{c}" for c in _HOURS_MOVE)})
+                IS DISTINCT FROM ({", ".join(f"NEW.{c}" for c in _HOURS_MOVE)}))
+            EXECUTE FUNCTION casework_done_hours_moved();
         CREATE TRIGGER casework_done_hours_del AFTER DELETE ON task
-            REFERENCING OLD TABLE AS old_rows
-            FOR EACH STATEMENT EXECUTE FUNCTION casework_done_hours();
+            FOR EACH ROW WHEN ({_done("OLD")}) EXECUTE FUNCTION casework_done_hours_moved();
     """,
 }
 _HOURS_BACKFILL = (
