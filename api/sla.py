@@ -57,6 +57,7 @@ from casework.db import (
     OpenCaseCountRow,
     OpenTaskCountRow,
     TaskRow,
+    fold_board_shards,
 )
 
 BOARD_STATES = (
@@ -200,6 +201,31 @@ def _is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
+# Rows of the counts outside shard 0 beyond which the board folds them (casework.db).
+FOLD_AFTER = 2000
+
+
+def _fold_shards(session: Session, now: datetime) -> None:
+    """PostgreSQL: each connection writes the board's counts and days' hours in rows of its
+    own; when there are many, or some for days before today, they are folded into shard 0
+    (fold_board_shards), in a short transaction of its own, so each read stays a few rows
+    per key. Skipped while another request is folding; the figures are the same either way."""
+    if not _is_postgres(session):
+        return
+    today = now.astimezone(KZ_TZ).date()
+    strays = sql_select(TASK_COUNTS.c.shard).where(TASK_COUNTS.c.shard != 0).limit(FOLD_AFTER + 1)
+    days, counts = session.exec(
+        sql_select(  # type: ignore[call-overload]
+            exists().where(HOURS.c.shard != 0, HOURS.c.day < today),
+            sql_select(func.count()).select_from(strays.subquery()).scalar_subquery(),
+        )
+    ).one()
+    engine = session.get_bind()
+    if (days or counts > FOLD_AFTER) and isinstance(engine, Engine):
+        with engine.begin() as conn:
+            fold_board_shards(conn, before=today, wait=False)
+
+
 def _board_session(session: Session) -> None:
     """No JIT and no parallel workers for the board's index scans (this transaction only).
 
@@ -225,6 +251,7 @@ def overview(
     region: str | None = None,
 ) -> dict[str, Any]:
     _board_session(session)
+    _fold_shards(session, now)
     since = period_start(now, period_days)
     scope = _task_scope(actor)
     region_expr = _task_region()
@@ -850,6 +877,7 @@ def sla_tasks(
     region: str | None = None,
 ) -> dict[str, Any]:
     _board_session(session)
+    _fold_shards(session, now)
     scope = _task_scope(actor)
     region_expr = _task_region()
     where = [

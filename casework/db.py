@@ -333,6 +333,8 @@ _PG_BOARD_DDL = (
     " (coalesce(nullif(region, ''), nullif(case_region, ''), '')), day)",
     "CREATE INDEX IF NOT EXISTS ix_board_done_hours_removed ON board_done_hours (day)"
     " WHERE cardinality(removed) > 0",
+    "CREATE INDEX IF NOT EXISTS ix_board_done_hours_shards ON board_done_hours (day)"
+    " WHERE shard <> 0",
 )
 
 # A row's copy is set before the row is written: on insert, and on an update that changes
@@ -458,8 +460,8 @@ _BACKFILL = {
 # database triggers keep the counts, in the writer's own transaction, whoever writes.
 # Concurrent writers never wait on each other for a count (nor deadlock): each database
 # connection adds to rows of its own (`shard`: the PostgreSQL backend's process id; 0 on
-# SQLite, which has one writer at a time), and the board sums the shards. At start-up the
-# rows of connections that are gone are merged into shard 0. A key holds '' for a missing
+# SQLite, which has one writer at a time), and the board sums the shards. At start-up, and
+# when the board finds many, those rows are folded into shard 0 (fold_board_shards). A key holds '' for a missing
 # region (a consular task), consulate or copy.
 
 OPEN_TASK_SQL = "status IN ('open', 'claimed')"
@@ -579,21 +581,17 @@ def _count_backfill(conn: Connection, table: str) -> None:
     )
 
 
-def _merge_gone_shards(conn: Connection, table: str) -> None:
-    """PostgreSQL: the counts of connections that are gone move into shard 0.
-
-    A row a live connection holds is skipped, so this never waits for a writer; shard 0 is
-    written only here, under create_all's lock.
-    """
+def _fold_counts(conn: Connection, table: str) -> None:
+    """The counts' rows of every connection but shard 0 move into shard 0. A row a writer
+    holds is skipped, so this never waits for a writer (a writer that finds its row gone
+    makes a new one)."""
     counts, key = _COUNTED[table]
     columns = ", ".join(key)
-    # Table and column names from _COUNTED; no values.
     conn.execute(
         text(
             f"WITH gone AS (DELETE FROM {counts} WHERE ctid IN ("  # noqa: S608
-            f" SELECT ctid FROM {counts} WHERE shard <> 0"
-            " AND shard NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)"
-            f" FOR UPDATE SKIP LOCKED) RETURNING {columns}, n)"
+            f" SELECT ctid FROM {counts} WHERE shard <> 0 FOR UPDATE SKIP LOCKED)"
+            f" RETURNING {columns}, n)"
             f" INSERT INTO {counts} AS c (shard, {columns}, n)"
             f" SELECT 0, {columns}, sum(n) FROM gone GROUP BY {columns}"
             f" ON CONFLICT (shard, {columns}) DO UPDATE SET n = c.n + excluded.n"
@@ -608,8 +606,9 @@ def _merge_gone_shards(conn: Connection, table: str) -> None:
 # task region and case region, kept by triggers as arrays of the very `hours_in_step`
 # values, so the board's median and p90 over a period read a few arrays per group instead
 # of every done task (exact: percentile_cont over the same values). Like the counts, each
-# connection appends to rows of its own; a task that leaves a day's set (its case moved
-# region) is appended to `removed`, and the board takes `added` EXCEPT ALL `removed`.
+# connection appends to rows of its own (folded into shard 0 at start-up, and by the board
+# for the days before today); a task that leaves a day's set (its case moved region) is
+# appended to `removed`, and the board takes `added` EXCEPT ALL `removed`.
 # SQLite computes the percentiles from the rows (casework's small embedded default).
 
 
@@ -704,15 +703,15 @@ _HOURS_BACKFILL = (
 )
 
 
-def _merge_gone_hours(conn: Connection) -> None:
-    """The days' hours of connections that are gone move into shard 0, where what was
-    removed is taken out of what was added (as for the counts, never waiting on a writer)."""
+def _fold_hours(conn: Connection, before: date | None) -> None:
+    """The days' hours (of the days before `before`, or all) of every connection but shard 0
+    move into shard 0, where what was removed is taken out of what was added."""
+    days = "" if before is None else " AND day < :before"
     conn.execute(
         text(
             "WITH gone AS (DELETE FROM board_done_hours WHERE ctid IN ("  # noqa: S608
-            " SELECT ctid FROM board_done_hours WHERE shard <> 0"
-            " AND shard NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)"
-            f" FOR UPDATE SKIP LOCKED) RETURNING {_HOURS_KEY}, added, removed)"
+            f" SELECT ctid FROM board_done_hours WHERE shard <> 0{days} FOR UPDATE SKIP LOCKED)"
+            f" RETURNING {_HOURS_KEY}, added, removed)"
             f" INSERT INTO board_done_hours (shard, {_HOURS_KEY}, added, removed)"
             f" SELECT 0, {_HOURS_KEY},"
             " coalesce(array_agg(h) FILTER (WHERE sign > 0), '{}'),"
@@ -723,15 +722,30 @@ def _merge_gone_hours(conn: Connection) -> None:
             f" ON CONFLICT (shard, {_HOURS_KEY}) DO UPDATE SET"
             " added = board_done_hours.added || excluded.added,"
             " removed = board_done_hours.removed || excluded.removed"
-        )
+        ),
+        {} if before is None else {"before": before},
     )
     conn.execute(
         text(
             "UPDATE board_done_hours SET added = ARRAY(SELECT unnest(added) EXCEPT ALL"
-            " SELECT unnest(removed)), removed = '{}' WHERE shard = 0 AND removed <> '{}'"
+            " SELECT unnest(removed)), removed = '{}' WHERE shard = 0 AND cardinality(removed) > 0"
         )
     )
     conn.execute(text("DELETE FROM board_done_hours WHERE shard = 0 AND added = '{}'"))
+
+
+def fold_board_shards(conn: Connection, before: date | None = None, wait: bool = True) -> bool:
+    """PostgreSQL: the SLA board's counts and days' hours written by each connection are
+    folded into shard 0 (the hours of the days before `before`, or all), so what the board
+    reads stays a few rows per key. One folder at a time (an advisory lock); with
+    `wait=False` this returns False at once when another is folding."""
+    lock = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+    if conn.execute(text(f"SELECT {lock}(hashtext('casework.board_fold'))")).scalar() is False:
+        return False
+    for counted in _COUNTED:
+        _fold_counts(conn, counted)
+    _fold_hours(conn, before)
+    return True
 
 
 def _board_upgrade(conn: Connection, created: bool) -> None:
@@ -778,9 +792,7 @@ def _board_upgrade(conn: Connection, created: bool) -> None:
         if postgres:
             conn.execute(text(_HOURS_BACKFILL))
     if postgres:
-        for counted in _COUNTED:
-            _merge_gone_shards(conn, counted)
-        _merge_gone_hours(conn)
+        fold_board_shards(conn)
 
 
 def _create_indexes(conn: Connection) -> None:

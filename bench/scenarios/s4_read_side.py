@@ -30,7 +30,7 @@ from sqlalchemy.engine import make_url
 from bench.common import Api, Ctx, ScenarioResult, log, row_from_runs
 from bench.stack import free_port
 from bench.stats import summary_ms
-from casework.db import create_all, get_engine
+from casework.db import create_all, fold_board_shards, get_engine
 
 SIZES_FULL = [10_000, 100_000, 1_000_000]
 SIZES_QUICK = [10_000]
@@ -231,6 +231,16 @@ CLOCK_COLS = ["case_id", "name", "step", "state", "term", "started_at", "deadlin
 EVENT_COLS = ["case_id", "seq", "kind", "at", "actor", "data", "prev_hash", "hash"]
 
 
+def fold(url: str, conninfo: str) -> None:
+    """After a bulk load, the board's counts and days' hours, written in the loader
+    connections' own rows, are folded into shard 0, as a start-up of the engine would
+    (casework.db.fold_board_shards), and the board's tables vacuumed."""
+    with get_engine(url).begin() as conn:
+        fold_board_shards(conn)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE) board_open_tasks, board_open_cases, board_done_hours")
+
+
 async def load_parallel(conninfo: str, start: int, stop: int, now: datetime) -> dict[str, int]:
     """`load` in two processes (row generation is Python-bound; COPY runs in PostgreSQL)."""
     import concurrent.futures
@@ -358,6 +368,7 @@ async def run(ctx: Ctx) -> ScenarioResult:
         for size in sizes:
             t0 = time.monotonic()
             counts = await load_parallel(conninfo, loaded, size, now)
+            await asyncio.to_thread(fold, bench_url, conninfo)
             loaded = size
             load_s = time.monotonic() - t0
             log(f"s4: {size} cases loaded ({counts}) in {load_s:.0f}s")

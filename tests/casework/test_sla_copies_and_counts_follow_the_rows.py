@@ -32,6 +32,7 @@ from casework.db import (
     CaseRow,
     TaskRow,
     create_all,
+    fold_board_shards,
 )
 from casework.readmodel_sql import insert_once, upsert
 
@@ -368,4 +369,32 @@ def test_postgres_counts_of_a_closed_connection_are_merged_at_start_up(pg_engine
         for table in ("board_open_tasks", "board_open_cases", "board_done_hours"):
             shards |= set(conn.execute(text(f"SELECT shard FROM {table}")).scalars())  # noqa: S608
     assert pid not in shards and 0 in shards
+    assert_equal_to_a_recount(pg_engine)
+
+
+def test_postgres_folding_never_waits_for_a_writer(pg_engine: Engine) -> None:
+    """The board folds every connection's rows into shard 0 while a writer is in the middle
+    of a transaction: the rows that writer holds are left for later, nothing waits, and
+    what the board reads stays the same."""
+    write(pg_engine, lambda c: upsert(c, CaseRow, case_values("WP-8", "astana", 1), ("case_id",)))
+    for i, took in enumerate((1.5, 7.25, 30.0), start=1):
+        done = task_values(f"WP-8-T{i}", "WP-8", "astana", i, done_after_h=took)
+        write(pg_engine, lambda c, done=done: upsert(c, TaskRow, done, ("task_id",)))
+    writer = pg_engine.connect()
+    try:
+        # In flight: a task opened and one completed, their count and hours rows locked.
+        upsert(writer, TaskRow, task_values("WP-8-T9", "WP-8", "astana", 9), ("task_id",))
+        upsert(writer, TaskRow, task_values("WP-8-T2", "WP-8", "astana", 10, done_after_h=3.0), ("task_id",))  # fmt: skip
+        folder = threading.Thread(target=write, args=(pg_engine, fold_board_shards))
+        folder.start()
+        folder.join(timeout=10)
+        assert not folder.is_alive()  # it did not wait for the writer
+        writer.commit()
+    finally:
+        writer.close()
+    assert_equal_to_a_recount(pg_engine)
+    write(pg_engine, fold_board_shards)  # now nothing holds them: all in shard 0
+    with pg_engine.connect() as conn:
+        for table in ("board_open_tasks", "board_open_cases", "board_done_hours"):
+            assert set(conn.execute(text(f"SELECT shard FROM {table}")).scalars()) <= {0}  # noqa: S608
     assert_equal_to_a_recount(pg_engine)
