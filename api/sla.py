@@ -3,12 +3,14 @@
 Every query is cut to the caller's scope with `policy.case_filter` / `policy.task_filter`,
 so a regional supervisor never reads another region's rows. A task or a clock breach is
 cut by its case's region through the copy of it the database keeps on the row
-(`case_region`, casework.db), so no board query joins the case table. Counts, oldest
-tasks, queue positions, percentiles and breaches per day are aggregated in the database
-over partial indexes (casework.db), so no query reads all the open or done rows into
-Python; the two aggregates that do not port (percentiles, calendar-day buckets) fall back
-to Python on SQLite, the small embedded default. Lists sort by urgency in index order with
-LIMIT. Datetime columns hold aware UTC; every timestamp returned is ISO 8601 in UTC.
+(`case_region`, casework.db), so no board query joins the case table. Open tasks and open
+cases are read from counts the database keeps, and (PostgreSQL) the time in step of whole
+past days from the hours it keeps per day (casework.db); oldest tasks, queue positions,
+today's time in step and breaches per day are aggregated in the database over partial
+indexes, so no query reads all the open or done rows into Python. The two aggregates that
+do not port (percentiles, calendar-day buckets) fall back to Python on SQLite, the small
+embedded default. Lists sort by urgency in index order with LIMIT. Datetime columns hold
+aware UTC; every timestamp returned is ISO 8601 in UTC.
 """
 
 from __future__ import annotations
@@ -144,29 +146,37 @@ def _task_region() -> Any:
     return func.coalesce(TaskRow.region, TASK_CASE_REGION)
 
 
-def _on_copy(case_filter: ColumnElement[bool], copy: Column[str]) -> ColumnElement[bool] | None:
-    """A condition on the case row as one on a row's copy of its case's region (None when it
-    reads any other column of the case)."""
-    used = {
-        c.name for c in visitors.iterate(case_filter) if isinstance(c, Column) and c.table is CASE
+def _translated(
+    conditions: Iterable[ColumnElement[bool]], onto: dict[tuple[str, str], Any]
+) -> list[ColumnElement[bool]] | None:
+    """Conditions on rows as conditions on other columns: a row's copy of its case's region,
+    or the keys of the board's counts (casework.db). `onto` maps a (table, column) to its
+    stand-in; None when a condition reads any other column."""
+    columns = {
+        (c.table.name, c.name)
+        for cond in conditions
+        for c in visitors.iterate(cond)
+        if isinstance(c, Column)
     }
-    if not used <= {"region"}:
+    if not columns <= set(onto):
         return None
-    swapped: ColumnElement[bool] = visitors.replacement_traverse(  # type: ignore[call-overload]
-        case_filter,
-        {},
-        lambda el: copy if isinstance(el, Column) and el.table is CASE else None,
-    )
-    return swapped
+    return [
+        visitors.replacement_traverse(  # type: ignore[call-overload]
+            cond,
+            {},
+            lambda el: onto[(el.table.name, el.name)] if isinstance(el, Column) else None,
+        )
+        for cond in conditions
+    ]
 
 
 def _case_scope(actor: Actor) -> ColumnElement[bool]:
     """`policy.case_filter` for task rows: on the task's copy of its case's region, or (a
     scope that reads other case columns) on the case row itself."""
     case_filter = policy.case_filter(actor)
-    on_copy = _on_copy(case_filter, TASK_CASE_REGION)
+    on_copy = _translated([case_filter], {("case_file", "region"): TASK_CASE_REGION})
     if on_copy is not None:
-        return on_copy
+        return on_copy[0]
     return col(TaskRow.case_id).in_(select(CaseRow.case_id).where(case_filter))
 
 
@@ -345,29 +355,6 @@ def overview(
 
 
 OpenKey = tuple[str | None, str | None, str, str]  # task region, case region, procedure, step
-
-
-def _translated(
-    conditions: Iterable[ColumnElement[bool]], onto: dict[tuple[str, str], Any]
-) -> list[ColumnElement[bool]] | None:
-    """Conditions on rows as conditions on their counts' keys (casework.db): `onto` maps a
-    row's (table, column) to the key column; None when one reads any other column."""
-    columns = {
-        (c.table.name, c.name)
-        for cond in conditions
-        for c in visitors.iterate(cond)
-        if isinstance(c, Column)
-    }
-    if not columns <= set(onto):
-        return None
-    return [
-        visitors.replacement_traverse(  # type: ignore[call-overload]
-            cond,
-            {},
-            lambda el: onto[(el.table.name, el.name)] if isinstance(el, Column) else None,
-        )
-        for cond in conditions
-    ]
 
 
 def _key(column: Any) -> Any:
@@ -722,8 +709,8 @@ def _breaches_per_day(
     ]
     # A cut by the case's region reads the event's copy of it; any other cut (procedure)
     # joins the case. Every event has its case row: uncut, no join is needed.
-    on_copy = [_on_copy(w, EVENT_CASE_REGION) for w in case_where]
-    if all(w is not None for w in on_copy):
+    on_copy = _translated(case_where, {("case_file", "region"): EVENT_CASE_REGION})
+    if on_copy is not None:
         where += on_copy
     else:
         where += [col(CaseRow.case_id) == col(CaseEventRow.case_id), *case_where]
