@@ -24,6 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Column,
     Date,
     DateTime,
@@ -32,6 +33,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     cast,
+    column,
     except_all,
     exists,
     literal_column,
@@ -39,6 +41,7 @@ from sqlalchemy import (
     text,
     true,
     tuple_,
+    type_coerce,
     union_all,
 )
 from sqlalchemy import select as sql_select
@@ -422,6 +425,7 @@ def _first_opened(
         patterns[(k[0] is None, k[1] is None)].append(k)
     for (no_region, no_case_region), group in patterns.items():
         combo = _rows(
+            session,
             "combo",
             {c: String() for c in ("region", "case_region", "procedure", "kind")},
             group,
@@ -914,23 +918,35 @@ def sla_tasks(
 QueueKey = tuple[str, str, str | None, str | None]  # procedure, kind, region, consulate
 
 
-def _rows(name: str, columns: dict[str, Any], rows: Iterable[Sequence[Any]]) -> Any:
-    """Rows from Python as a table the database can join (a CTE), in bound parameters.
-
-    A UNION ALL of one-row selects rather than VALUES: the statement is then cached by
-    SQLAlchemy for each number of rows, not compiled again for every request.
-    """
-    selects = [
-        sql_select(
-            *(
-                # Named parameters: an anonymous one costs more to make than to send.
-                bindparam(f"{name}_{i}_{c}", v, type_=t).label(c)
-                for (c, t), v in zip(columns.items(), row, strict=True)
-            )
-        )
-        for i, row in enumerate(rows)
+def _rows(
+    session: Session, name: str, columns: dict[str, Any], rows: Iterable[Sequence[Any]]
+) -> Any:
+    """Rows from Python as a table the database can join (a CTE): one JSON parameter,
+    read by json_to_recordset (PostgreSQL) or json_each (SQLite). The statement's text is
+    the same for any rows, so it is compiled once, and a request makes few objects."""
+    dialect = session.get_bind().dialect
+    # Each value as the database stores it (SQLite compares datetimes as text).
+    encode = {
+        c: t.dialect_impl(dialect).bind_processor(dialect) or (lambda v: v)
+        for c, t in columns.items()
+    }
+    data = [
+        {c: None if v is None else encode[c](v) for c, v in zip(columns, row, strict=True)}
+        for row in rows
     ]
-    return (selects[0] if len(selects) == 1 else union_all(*selects)).cte(name)
+    param: Any = bindparam(f"{name}_rows", json.dumps(data, default=str))
+    if dialect.name == "postgresql":
+        records = func.json_to_recordset(cast(param, JSON)).table_valued(
+            *(column(c, t) for c, t in columns.items())
+        )
+        return sql_select(*records.render_derived(name=name, with_types=True).c).cte(name)
+    each = func.json_each(param).table_valued("value")
+    return sql_select(
+        *(
+            type_coerce(func.json_extract(each.c.value, f"$.{c}"), t).label(c)
+            for c, t in columns.items()
+        )
+    ).cte(name)
 
 
 _PAGE_COLUMNS = {
@@ -944,9 +960,10 @@ _PAGE_COLUMNS = {
 }
 
 
-def _page_cte(tasks: Sequence[TaskRow], name: str) -> Any:
+def _page_cte(session: Session, tasks: Sequence[TaskRow], name: str) -> Any:
     """The page's tasks (their queue and place in it) as rows the database can join."""
     return _rows(
+        session,
         name,
         _PAGE_COLUMNS,
         (
@@ -989,7 +1006,7 @@ def _ahead(session: Session, scope: TaskScope, tasks: Sequence[TaskRow]) -> dict
     for (no_region, no_consulate, no_due), group in _patterns(
         tasks, "region", "consulate", "due_at"
     ).items():
-        page = _page_cte(group, "page")
+        page = _page_cte(session, group, "page")
         mine = tuple_(page.c.opened_at, page.c.task_id)
         # Work order: due time (missing last), then opening time, then id.
         ahead_of = (
@@ -1033,7 +1050,7 @@ def _page_throughput(
     for (no_region, no_consulate), group in _patterns(
         queues.values(), "region", "consulate"
     ).items():
-        page = _page_cte(group, "queue")
+        page = _page_cte(session, group, "queue")
         count = (
             select(func.count())
             .select_from(TaskRow)
