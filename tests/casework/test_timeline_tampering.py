@@ -21,15 +21,27 @@ def write(engine: Engine, case_id: str, seqs: list[int]) -> None:
         with Session(engine) as s:
             add_event(
                 s,
-                CaseEventIn(case_id=case_id, seq=seq, kind="task_completed", at=T0 + timedelta(minutes=seq),
-                            actor=f"cw-{seq}", data={"task_id": f"T{seq}", "form": {"outcome": "complete", "n": seq}}),
+                CaseEventIn(
+                    case_id=case_id,
+                    seq=seq,
+                    kind="task_completed",
+                    at=T0 + timedelta(minutes=seq),
+                    actor=f"cw-{seq}",
+                    data={"task_id": f"T{seq}", "form": {"outcome": "complete", "n": seq}},
+                ),
             )
             s.commit()
 
 
 def rows(engine: Engine, case_id: str) -> list[CaseEventRow]:
     with Session(engine) as s:
-        return list(s.exec(select(CaseEventRow).where(CaseEventRow.case_id == case_id).order_by(CaseEventRow.seq)))
+        return list(
+            s.exec(
+                select(CaseEventRow)
+                .where(CaseEventRow.case_id == case_id)
+                .order_by(CaseEventRow.seq)
+            )
+        )
 
 
 def test_entries_arriving_out_of_order_are_sealed_once_the_gap_fills(engine: Engine) -> None:
@@ -44,7 +56,9 @@ def test_entries_arriving_out_of_order_are_sealed_once_the_gap_fills(engine: Eng
 def test_an_altered_entry_is_named(engine: Engine) -> None:
     write(engine, "C2", [1, 2, 3, 4])
     with Session(engine) as s:
-        row = s.exec(select(CaseEventRow).where(CaseEventRow.case_id == "C2", CaseEventRow.seq == 3)).one()
+        row = s.exec(
+            select(CaseEventRow).where(CaseEventRow.case_id == "C2", CaseEventRow.seq == 3)
+        ).one()
         row.data = {**row.data, "form": {"outcome": "incomplete"}}
         s.add(row)
         s.commit()
@@ -56,7 +70,11 @@ def test_an_altered_entry_is_named(engine: Engine) -> None:
 def test_a_deleted_entry_is_named(engine: Engine) -> None:
     write(engine, "C3", [1, 2, 3, 4])
     with Session(engine) as s:
-        s.delete(s.exec(select(CaseEventRow).where(CaseEventRow.case_id == "C3", CaseEventRow.seq == 2)).one())
+        s.delete(
+            s.exec(
+                select(CaseEventRow).where(CaseEventRow.case_id == "C3", CaseEventRow.seq == 2)
+            ).one()
+        )
         s.commit()
         report = verify_chain(s, "C3")
     assert ("missing", 2) in [(p.problem, p.seq) for p in report.problems]
@@ -65,8 +83,12 @@ def test_a_deleted_entry_is_named(engine: Engine) -> None:
 def test_two_swapped_entries_are_named(engine: Engine) -> None:
     write(engine, "C4", [1, 2, 3, 4])
     with Session(engine) as s:
-        a = s.exec(select(CaseEventRow).where(CaseEventRow.case_id == "C4", CaseEventRow.seq == 2)).one()
-        b = s.exec(select(CaseEventRow).where(CaseEventRow.case_id == "C4", CaseEventRow.seq == 3)).one()
+        a = s.exec(
+            select(CaseEventRow).where(CaseEventRow.case_id == "C4", CaseEventRow.seq == 2)
+        ).one()
+        b = s.exec(
+            select(CaseEventRow).where(CaseEventRow.case_id == "C4", CaseEventRow.seq == 3)
+        ).one()
         # Swap what the two rows say (content and seals), keeping their positions.
         for field in ("kind", "at", "actor", "data", "prev_hash", "hash"):
             va, vb = getattr(a, field), getattr(b, field)
