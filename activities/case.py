@@ -188,6 +188,10 @@ def notice_writer(n: Notification) -> Callable[[Connection], None]:
     return write
 
 
+def _log_notice(n: Notification) -> None:
+    log.info("notice %s to %s on case %s", n.kind, n.to_role.value, n.case_id)
+
+
 def entry_writer(e: BookkeepingEntry) -> Callable[[Connection], None]:
     if e.task is not None:
         return task_writer(e.task)
@@ -295,7 +299,7 @@ class CaseActivities:
     async def notify(self, n: Notification) -> None:
         """Deliver a notice: kept in the outbox table (read by the party through the API)."""
         await self._write(notice_writer(n))
-        log.info("notice %s to %s on case %s", n.kind, n.to_role.value, n.case_id)
+        _log_notice(n)
 
     @activity.defn(name=act.PROJECT_BATCH)
     async def project_batch(self, batch: BookkeepingBatch) -> BatchWritten:
@@ -309,12 +313,7 @@ class CaseActivities:
         await self._write(write)
         for e in batch.entries:
             if e.notice is not None:
-                log.info(
-                    "notice %s to %s on case %s",
-                    e.notice.kind,
-                    e.notice.to_role.value,
-                    e.notice.case_id,
-                )
+                _log_notice(e.notice)
         return BatchWritten(webhook_endpoints=self.webhook_endpoints)
 
     # ------------------------------------------------------------------ quota ledger
