@@ -99,6 +99,18 @@ def cpu_seconds(pid: int) -> float:
 # --------------------------------------------------------------------------- the stack
 
 
+def compile_bytecode() -> None:
+    """Compile the project's bytecode, as `./stack` does before it runs anything.
+
+    The workflow sandbox imports a workflow's module afresh for every new case; where
+    PYTHONDONTWRITEBYTECODE is set (as on these machines) and nothing compiled the source
+    beforehand, every one of those imports compiles it again."""
+    import compileall
+
+    for package in ("casework", "workflows", "activities", "api", "bench"):
+        compileall.compile_dir(REPO / package, quiet=1)
+
+
 @dataclass
 class Proc:
     name: str
@@ -251,6 +263,7 @@ class BenchStack:
         for region in QUOTA_REGIONS:
             ensure_quota(self.engine, "work_permit", region, "3", 2026, 10_000_000)
 
+        compile_bytecode()
         py = sys.executable
         worker = [self.worker_module] if self.worker_module else ["casework.cli", "worker"]
         api = [self.api_module] if self.api_module else ["casework.cli", "api"]
