@@ -22,6 +22,16 @@ from workflows.work_permit import WorkPermitWorkflow
 WORKFLOWS = [WorkPermitWorkflow, KandasStatusWorkflow]
 
 
+def workflows_for(history: WorkflowHistory) -> list[Any]:
+    """The workflow class a history was recorded by (all of them if the type is unknown).
+
+    The Replayer loads every class it is given into a fresh sandbox before it replays
+    anything; for one case that costs about as much as the replay itself."""
+    first = history.events[0] if history.events else None
+    name = first.workflow_execution_started_event_attributes.workflow_type.name if first else ""
+    return [w for w in WORKFLOWS if w.__name__ == name] or list(WORKFLOWS)
+
+
 class DecisionCheck(BaseModel):
     number: str | None
     outcome: str
@@ -109,7 +119,9 @@ def check_decisions(engine: Engine, history: WorkflowHistory) -> list[DecisionCh
 async def replay_history(
     engine: Engine, history: WorkflowHistory, workflows: list[Any] | None = None
 ) -> ReplayReport:
-    replayer = Replayer(workflows=workflows or WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=workflows or workflows_for(history), data_converter=pydantic_data_converter
+    )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     failure = result.replay_failure
     checks = check_decisions(engine, history)

@@ -24,7 +24,7 @@ from bench.common import Ctx, ScenarioResult, log, row_from_runs
 from bench.shape import APPROVED, load_history_json, ops_from_history
 from bench.stack import BARE_QUEUE
 from bench.stats import summary_ms
-from casework.audit import WORKFLOWS, replay_history
+from casework.audit import replay_history, workflows_for
 
 
 async def bare_history(ctx: Ctx) -> WorkflowHistory:
@@ -79,7 +79,9 @@ async def run(ctx: Ctx) -> ScenarioResult:
     bulk_n = ctx.n(20, 1000)
     single_k = ctx.n(3, 5)
     bare_wfs: list[Any] = [BareCase]
-    engine_wfs: list[Any] = list(WORKFLOWS)
+    # As the audit path does: the replayer gets the class the history was recorded by,
+    # as the bare side gets its one class.
+    engine_wfs: list[Any] = workflows_for(engine_hist)
     # Warm-up: imports into the sandbox, first worker.
     await replay_single(engine_wfs, engine_hist, 1)
     await replay_single(bare_wfs, bare_hist, 1)

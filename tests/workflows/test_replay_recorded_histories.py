@@ -73,3 +73,17 @@ async def test_the_audit_replay_reports_an_incompatible_change(sqlite_engine) ->
     # This database never saw the case: its decisions are reported as missing from the register.
     assert today.decisions and not today.decisions_match
     assert today.decisions[0].differences == ["no entry in the decision register"]
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_the_audit_replay_loads_only_the_class_that_recorded_the_case(path: Path) -> None:
+    from casework.audit import workflows_for
+
+    history = load(path)
+    chosen = workflows_for(history)
+    expected = KandasStatusWorkflow if path.stem.startswith("kandas") else WorkPermitWorkflow
+    assert chosen == [expected]
+    result = await Replayer(
+        workflows=chosen, data_converter=pydantic_data_converter
+    ).replay_workflow(history)
+    assert result.replay_failure is None
