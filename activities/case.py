@@ -54,7 +54,7 @@ from casework.db import CaseEventRow, CaseRow, ClockRow, NotificationRow, TaskRo
 from casework.projection import case_row_values
 from casework.readmodel_sql import insert_once, upsert
 from casework.rules import load_rules
-from casework.timeline import seal
+from casework.timeline import seal_after_write, sealed_together
 from casework.writer import GroupCommit
 from workflows import activity_names as act
 
@@ -79,7 +79,7 @@ def add_event(conn: Connection | Session, ev: CaseEventIn | None) -> None:
         "data": ev.data,
     }
     insert_once(conn, CaseEventRow, values, ("case_id", "seq"))
-    seal(conn, ev.case_id)
+    seal_after_write(conn, ev.case_id)
 
 
 def case_writer(p: CaseProjection | None) -> Callable[[Connection], None]:
@@ -307,8 +307,9 @@ class CaseActivities:
         writers = [entry_writer(e) for e in batch.entries]
 
         def write(conn: Connection) -> None:
-            for w in writers:
-                w(conn)
+            with sealed_together(conn):
+                for w in writers:
+                    w(conn)
 
         await self._write(write)
         for e in batch.entries:

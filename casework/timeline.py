@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC
 from typing import Any
 
@@ -86,6 +89,38 @@ def seal(conn: Connection | Session, case_id: str) -> None:
         prev, expected = h, expected + 1
     if sealed:
         conn.execute(_SEAL, sealed)
+
+
+# Cases whose new entries wait for the end of a `sealed_together` block (None: outside one).
+_unsealed: ContextVar[dict[str, None] | None] = ContextVar("casework_unsealed", default=None)
+
+
+def seal_after_write(conn: Connection | Session, case_id: str) -> None:
+    """Seal a case's new entries now, or once at the end of the enclosing
+    `sealed_together` block."""
+    pending = _unsealed.get()
+    if pending is None:
+        seal(conn, case_id)
+    else:
+        pending[case_id] = None
+
+
+@contextmanager
+def sealed_together(conn: Connection | Session) -> Iterator[None]:
+    """Entries written inside the block are sealed when it ends, once per case.
+
+    A batch writes several entries of one case (a breach: the clock event, the escalated
+    tasks, the supervisors' notice); sealing them one by one reads the chain again for each.
+    Sealing is deterministic, so the hashes are the same either way. Nothing is sealed if
+    the block fails: its transaction is rolled back."""
+    cases: dict[str, None] = {}
+    token = _unsealed.set(cases)
+    try:
+        yield
+    finally:
+        _unsealed.reset(token)
+    for case_id in cases:
+        seal(conn, case_id)
 
 
 class ChainProblem(BaseModel):

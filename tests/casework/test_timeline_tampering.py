@@ -11,25 +11,26 @@ from sqlmodel import Session, select
 from activities.case import add_event
 from casework.contracts import CaseEventIn
 from casework.db import CaseEventRow
-from casework.timeline import describe, timeline, verify_chain
+from casework.timeline import describe, sealed_together, timeline, verify_chain
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+
+def entry(case_id: str, seq: int) -> CaseEventIn:
+    return CaseEventIn(
+        case_id=case_id,
+        seq=seq,
+        kind="task_completed",
+        at=T0 + timedelta(minutes=seq),
+        actor=f"cw-{seq}",
+        data={"task_id": f"T{seq}", "form": {"outcome": "complete", "n": seq}},
+    )
 
 
 def write(engine: Engine, case_id: str, seqs: list[int]) -> None:
     for seq in seqs:
         with Session(engine) as s:
-            add_event(
-                s,
-                CaseEventIn(
-                    case_id=case_id,
-                    seq=seq,
-                    kind="task_completed",
-                    at=T0 + timedelta(minutes=seq),
-                    actor=f"cw-{seq}",
-                    data={"task_id": f"T{seq}", "form": {"outcome": "complete", "n": seq}},
-                ),
-            )
+            add_event(s, entry(case_id, seq))
             s.commit()
 
 
@@ -51,6 +52,25 @@ def test_entries_arriving_out_of_order_are_sealed_once_the_gap_fills(engine: Eng
     with Session(engine) as s:
         report = verify_chain(s, "C1")
     assert report.intact and report.entries == 5 and report.head == rows(engine, "C1")[-1].hash
+
+
+def test_a_batch_seals_its_entries_once_at_its_end_with_the_same_hashes(engine: Engine) -> None:
+    write(engine, "C7", [1, 2, 3, 4])
+    one_by_one = [(r.seq, r.prev_hash, r.hash) for r in rows(engine, "C7")]
+    with Session(engine) as s:
+        for r in s.exec(select(CaseEventRow).where(CaseEventRow.case_id == "C7")):
+            s.delete(r)
+        s.commit()
+    with Session(engine) as s:
+        with sealed_together(s):
+            for seq in (1, 2, 3, 4):
+                add_event(s, entry("C7", seq))
+            inside = s.exec(select(CaseEventRow.hash).where(CaseEventRow.case_id == "C7")).all()
+        s.commit()
+    assert inside == [None, None, None, None]
+    assert [(r.seq, r.prev_hash, r.hash) for r in rows(engine, "C7")] == one_by_one
+    with Session(engine) as s:
+        assert verify_chain(s, "C7").intact
 
 
 def test_an_altered_entry_is_named(engine: Engine) -> None:
