@@ -136,6 +136,21 @@ class BareCase:
 
 
 @workflow.defn
+class BareBreach:
+    """The shape of a legal clock's breach, empty: a timer up to an absolute moment, then
+    in the workflow task that follows it what the engine's breach does (one search-attribute
+    upsert, one local activity), and then an idle wait, as a breached case waits for its
+    caseworker. The bench terminates it afterwards."""
+
+    @workflow.run
+    async def run(self, due_epoch: float) -> None:
+        await workflow.sleep(max(0.001, due_epoch - workflow.now().timestamp()))
+        workflow.upsert_search_attributes([BARE_STATUS.value_set("breached")])
+        await workflow.execute_local_activity(NOOP, 1, **ACTIVITY)  # type: ignore[arg-type]
+        await workflow.wait_condition(lambda: False)
+
+
+@workflow.defn
 class BareBurst:
     """Schedules a burst of the engine's decision step on the engine's task queue, so the
     renders run inside the engine worker while its workflow tasks are probed."""
@@ -157,5 +172,5 @@ class BareBurst:
         return len(requests)
 
 
-WORKFLOWS = [BareEmpty, BareIdle, BareRegistration, BareCase, BareBurst]
+WORKFLOWS = [BareEmpty, BareIdle, BareRegistration, BareCase, BareBreach, BareBurst]
 ACTIVITIES = [bare_noop]

@@ -17,6 +17,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from bench.bare import ACTIVITIES, WORKFLOWS
+from casework.settings import Settings
 
 
 async def run(address: str, namespace: str, task_queue: str) -> None:
@@ -29,6 +30,8 @@ async def run(address: str, namespace: str, task_queue: str) -> None:
         workflows=list(WORKFLOWS),
         activities=list(ACTIVITIES),
         max_concurrent_activities=16,
+        # As many workflow-task polls as an engine worker process.
+        max_concurrent_workflow_task_polls=Settings().worker_workflow_polls,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
