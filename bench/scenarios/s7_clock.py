@@ -296,6 +296,7 @@ async def bare_run(ctx: Ctx, n: int, spread_s: float) -> dict[str, Any]:
             )
 
     handles = await asyncio.gather(*(start(d) for d in dues))
+    log(f"s7 bare: {n} breaches due at {time.strftime('%H:%M:%S', time.localtime(target))}")
     await asyncio.sleep(max(0.0, target - 0.5 - time.time()))
     cpu_before = stack.cpu()
     await asyncio.sleep(max(0.0, target + 1.0 - time.time()))
