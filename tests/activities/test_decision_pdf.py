@@ -20,6 +20,7 @@ from activities.documents import (
     content_digest,
     qr_svg_data_uri,
     verification_code_for,
+    write_pdf,
 )
 from casework.contracts import (
     DecisionOutcome,
@@ -392,3 +393,20 @@ def test_verification_code_ignores_the_idempotency_key() -> None:
     assert content_digest(req, NUMBER, ISSUED_AT) == content_digest(
         req.model_copy(update={"idempotency_key": "retry-2"}), NUMBER, ISSUED_AT
     )
+
+
+def page_streams(pdf: bytes) -> list[bytes]:
+    return [page.get_contents().get_data() for page in PdfReader(io.BytesIO(pdf)).pages]
+
+
+def test_the_pdf_is_laid_out_by_the_decision_stylesheet_as_the_html_links_it(
+    renderer: DocumentRenderer, refused_ctx: DocumentContext
+) -> None:
+    # The PDF path applies the stylesheet parsed once per process instead of the HTML's link.
+    linked = write_pdf(renderer.render_html(refused_ctx), str(renderer.template_dir))
+    unstyled = write_pdf(
+        renderer.render_html(refused_ctx).replace('href="decision.css"', 'href="none.css"'),
+        str(renderer.template_dir),
+    )
+    assert page_streams(renderer.render_pdf(refused_ctx)) == page_streams(linked)
+    assert page_streams(linked) != page_streams(unstyled)
