@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -167,6 +167,18 @@ async def engine_run(
     case_ids: list[str] = []
 
     last_progress = time.perf_counter()
+    shed = 0  # answers 429 (admission control), each sent again after its Retry-After
+
+    async def admitted(send: Callable[[], Awaitable[Any]]) -> Any:
+        """As a client of this API should: send again after `Retry-After` while it sheds
+        load (a 429 changed nothing)."""
+        nonlocal shed
+        while True:
+            r = await send()
+            if r.status_code != 429:
+                return r
+            shed += 1
+            await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
 
     def mark(step: str, t0: float) -> float:
         nonlocal last_progress
@@ -179,11 +191,16 @@ async def engine_run(
         task = await desk.task(case_id, kind, seen)
         t = mark(f"wait {kind} task visible", t)
         tid = task["task_id"]
-        await _check(await api.http.post(f"/api/v1/tasks/{tid}/claim", headers=caseworker), "claim")
+        await _check(
+            await admitted(lambda: api.http.post(f"/api/v1/tasks/{tid}/claim", headers=caseworker)),
+            "claim",
+        )
         t = mark("POST claim", t)
         await _check(
-            await api.http.post(
-                f"/api/v1/tasks/{tid}/complete", json={"form": form}, headers=caseworker
+            await admitted(
+                lambda: api.http.post(
+                    f"/api/v1/tasks/{tid}/complete", json={"form": form}, headers=caseworker
+                )
             ),
             "complete",
         )
@@ -191,7 +208,7 @@ async def engine_run(
 
     async def one_case(i: int) -> None:
         t = time.perf_counter()
-        body = await _check(await api.start_case(employer, bin_, REGION), "start")
+        body = await _check(await admitted(lambda: api.start_case(employer, bin_, REGION)), "start")
         t = mark("POST case", t)
         case_id = body["case_id"]
         case_ids.append(case_id)
@@ -206,10 +223,12 @@ async def engine_run(
         await desk.status(case_id, "waiting_applicant")
         t = mark("wait waiting_applicant visible", t)
         await _check(
-            await api.http.post(
-                f"/api/v1/cases/{case_id}/documents",
-                json={"documents": ["diploma"]},
-                headers=employer,
+            await admitted(
+                lambda: api.http.post(
+                    f"/api/v1/cases/{case_id}/documents",
+                    json={"documents": ["diploma"]},
+                    headers=employer,
+                )
             ),
             "documents",
         )
@@ -220,7 +239,11 @@ async def engine_run(
         await desk.status(case_id, "awaiting_payment")
         t = mark("wait awaiting_payment visible", t)
         await _check(
-            await api.http.post(f"/api/v1/dev/payments/{case_id}/pay", json={}, headers=employer),
+            await admitted(
+                lambda: api.http.post(
+                    f"/api/v1/dev/payments/{case_id}/pay", json={}, headers=employer
+                )
+            ),
             "pay",
         )
         t = mark("POST pay", t)
@@ -256,6 +279,7 @@ async def engine_run(
         "steps_mean_ms": {k: round(sum(v) / len(v) * 1000, 1) for k, v in steps.items()},
         "errors": errors[:10],
         "error_count": len(errors),
+        "shed_and_sent_again": shed,
         "stalled": stalled.is_set(),
         "cores_used": cores,
         "case_ids": case_ids,
@@ -380,7 +404,8 @@ async def run(ctx: Ctx) -> ScenarioResult:
             bare.append(b["cases_per_s"])
             log(
                 f"s2 in-flight {inflight} run {run_no + 1}: engine {e['cases_per_s']} cases/s "
-                f"(p50 {e['case_latency'].get('p50_ms')} ms, {e['error_count']} errors); "
+                f"(p50 {e['case_latency'].get('p50_ms')} ms, {e['error_count']} errors, "
+                f"{e['shed_and_sent_again']} answers 429 sent again); "
                 f"bare {b['cases_per_s']} cases/s (p50 {b['case_latency'].get('p50_ms')} ms)"
             )
             if run_no == 0:
