@@ -144,7 +144,8 @@ async def main_async(args: argparse.Namespace) -> int:
             if sid in wanted:
                 log(f"scenario {sid}: {SCENARIOS[sid][1]}")
                 results[sid] = await run_scenario(sid, ctx)
-        stack_cpu = {n: cpu_seconds(p) for n, p in stack.pids().items()}
+        # The stack's processes and the workers' render processes (not other load).
+        stack_cpu = {n: v for n, v in stack.cpu().items() if n != "bench"}
     finally:
         await stack.stop()
     wall = time.monotonic() - t0

@@ -96,6 +96,27 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def descendants(pids: set[int]) -> set[int]:
+    """Every living process below these (the worker's forkserver and render processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = list(pids)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
 # --------------------------------------------------------------------------- the stack
 
 
@@ -200,6 +221,10 @@ class BenchStack:
         """CPU seconds used so far by each stack process and by the bench process."""
         out = {name: cpu_seconds(p.pid) for name, p in self.procs.items()}
         out["bench"] = cpu_seconds(os.getpid())
+        # The decision render processes (children of the workers' forkservers) are not in
+        # their worker's own figure. A render process replaced meanwhile takes its time away.
+        workers = {p.pid for name, p in self.procs.items() if name.startswith("worker")}
+        out["worker_children"] = sum(cpu_seconds(pid) for pid in descendants(workers))
         return out
 
     def cores(self, before: dict[str, float], wall: float) -> dict[str, float]:
