@@ -66,10 +66,17 @@ def serialized_writes(engine: Engine) -> Iterator[None]:
         lock = _LOCKS.setdefault(path or str(engine.url), threading.Lock())
         fd = _lock_file(path) if path else None
     with lock:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:  # a file system without locks: SQLite arbitrates alone
+                log.warning("no file lock on %s (%s): writers poll instead", path, exc)
+                with _GUARD:
+                    _LOCK_FILES[(os.getpid(), path or "")] = None
+                fd = None
         if fd is None:
             yield
             return
-        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:

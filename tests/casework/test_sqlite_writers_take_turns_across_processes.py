@@ -65,3 +65,27 @@ def test_a_writer_in_another_process_waits_for_the_lock_without_spinning(tmp_pat
     assert report["waited_s"] >= 0.9
     # ... asleep: polling for the lock every few milliseconds costs tens of ms a second.
     assert report["cpu_s"] < 0.03
+
+
+def test_without_file_locks_the_writes_still_land(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import fcntl
+
+    from casework import writer
+
+    engine = get_engine(f"sqlite:///{tmp_path}/rm.db")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
+    calls = 0
+
+    def no_locks(fd: int, op: int) -> None:
+        nonlocal calls
+        calls += 1
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    for k in (1, 2):
+        with writer.write_transaction(engine) as conn:
+            conn.execute(text("INSERT INTO t (k, v) VALUES (:k, 'x')"), {"k": k})
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM t")).scalar() == 2
+    assert calls == 1  # tried once, then the database is written without the file lock
