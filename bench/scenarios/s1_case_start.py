@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from temporalio.client import WithStartWorkflowOperation
+from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -56,6 +56,17 @@ def search_attributes() -> TypedSearchAttributes:
     )
 
 
+async def start_bare(client: Client, run: Any, arg: Any, prefix: str) -> None:
+    """A bare `client.start_workflow` on the bare worker, with the case's search attributes."""
+    await client.start_workflow(
+        run,
+        arg,
+        id=f"{prefix}-{uuid.uuid4()}",
+        task_queue=BARE_QUEUE,
+        search_attributes=search_attributes(),
+    )
+
+
 async def run(ctx: Ctx) -> ScenarioResult:
     res = ScenarioResult(
         id="1",
@@ -79,13 +90,7 @@ async def run(ctx: Ctx) -> ScenarioResult:
             raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
 
     async def bare_job(i: int) -> None:
-        await client.start_workflow(
-            BareEmpty.run,
-            payload,
-            id=f"bare-start-{uuid.uuid4()}",
-            task_queue=BARE_QUEUE,
-            search_attributes=search_attributes(),
-        )
+        await start_bare(client, BareEmpty.run, payload, "bare-start")
 
     # What a started case does on its own before it waits for its first human task, as
     # recorded (the same local activities, activities, upserts and timer), all empty.
@@ -93,13 +98,7 @@ async def run(ctx: Ctx) -> ScenarioResult:
     first_steps = ops[: ops.index("U")]
 
     async def shape_job(i: int) -> None:
-        await client.start_workflow(
-            BareCase.run,
-            first_steps,
-            id=f"bare-shape-{uuid.uuid4()}",
-            task_queue=BARE_QUEUE,
-            search_attributes=search_attributes(),
-        )
+        await start_bare(client, BareCase.run, first_steps, "bare-shape")
 
     async def uws_job(i: int) -> None:
         op = WithStartWorkflowOperation(

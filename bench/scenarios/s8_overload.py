@@ -8,14 +8,12 @@ the API sheds load (429, admission control) before its p95 passes 5 s.
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 from typing import Any
 
 from bench.bare import BareEmpty
 from bench.common import Api, Ctx, ScenarioResult, bare_payload, log, new_bin, row_from_runs
-from bench.scenarios.s1_case_start import search_attributes
-from bench.stack import BARE_QUEUE
+from bench.scenarios.s1_case_start import start_bare
 from bench.stats import percentile, summary_ms
 
 REGION = "almaty_region"
@@ -116,13 +114,7 @@ async def bare_run(ctx: Ctx, n: int) -> dict[str, Any]:
         for _ in counter:
             t0 = time.perf_counter()
             try:
-                await client.start_workflow(
-                    BareEmpty.run,
-                    payload,
-                    id=f"bare-overload-{uuid.uuid4()}",
-                    task_queue=BARE_QUEUE,
-                    search_attributes=search_attributes(),
-                )
+                await start_bare(client, BareEmpty.run, payload, "bare-overload")
             except Exception as exc:  # noqa: BLE001
                 errors[type(exc).__name__] += 1
                 continue
