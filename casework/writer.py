@@ -66,32 +66,36 @@ def serialized_writes(engine: Engine) -> Iterator[None]:
         lock = _LOCKS.setdefault(path or str(engine.url), threading.Lock())
         fd = _lock_file(path) if path else None
     with lock:
-        if fd is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except OSError as exc:  # a file system without locks: SQLite arbitrates alone
-                log.warning("no file lock on %s (%s): writers poll instead", path, exc)
-                with _GUARD:
-                    _LOCK_FILES[(os.getpid(), path or "")] = None
-                fd = None
-        if fd is None:
-            yield
-            return
+        if fd is not None and path is not None and not _flock(path, fd):
+            fd = None
         try:
             yield
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _flock(path: str, fd: int) -> bool:
+    """Take the file lock; on a file system without locks, say so once and leave the
+    arbitration to SQLite from then on (the file stays open: another thread may hold it)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return True
+    except OSError as exc:
+        log.warning("no file lock on %s (%s): writers poll instead", path, exc)
+        with _GUARD:
+            _LOCK_FILES[(os.getpid(), path)] = None
+        return False
 
 
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A write transaction that commits on success and rolls back on error.
 
-    On SQLite it starts with `BEGIN IMMEDIATE`, so the write lock is taken before any
-    work is done, and a lock held by another process is waited for by polling every
-    0.1-2 ms (for up to 30 s) instead of in SQLite's busy handler: when the worker
-    processes and the API write at once, each write waits about as long as the one
-    before it takes, not the busy handler's next 5, 10 or 25 ms step.
+    On SQLite it starts, inside `serialized_writes`, with `BEGIN IMMEDIATE`, so the write
+    lock is taken before any work is done. A writer outside the file lock (another tool)
+    is waited for by polling every 0.1-2 ms (for up to 30 s) instead of in SQLite's busy
+    handler, whose next step would be 5, 10 or 25 ms however soon the lock is free.
     """
     with serialized_writes(engine):
         if engine.dialect.name != "sqlite":
