@@ -20,6 +20,7 @@ other label is printed as given.
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -156,15 +157,12 @@ class RenderProcessCrashed(RuntimeError):
     """A render process died mid-render (the pool is replaced already): retry the step."""
 
 
-_stylesheets: dict[Path, Any] = {}  # parsed once per process: {file: weasyprint.CSS}
-
-
+@functools.cache
 def _parsed_stylesheet(path: Path) -> Any:
+    """A stylesheet as `weasyprint.CSS`, parsed once per process."""
     from weasyprint import CSS
 
-    if path not in _stylesheets:
-        _stylesheets[path] = CSS(filename=str(path))
-    return _stylesheets[path]
+    return CSS(filename=str(path))
 
 
 def write_pdf(html: str, base_url: str, stylesheet: Path | None = None) -> bytes:
