@@ -15,11 +15,8 @@ from temporalio.worker import Replayer
 
 from casework.contracts import DecisionRecord, DecisionRequest
 from casework.db import DecisionRow
+from casework.runtime import WORKFLOWS  # what the worker runs is what an audit replays
 from workflows import activity_names as act
-from workflows.kandas_status import KandasStatusWorkflow
-from workflows.work_permit import WorkPermitWorkflow
-
-WORKFLOWS = [WorkPermitWorkflow, KandasStatusWorkflow]
 
 
 def workflows_for(history: WorkflowHistory) -> list[Any]:
