@@ -108,22 +108,35 @@ def _epoch(value: Any) -> float:
     return float(value.timestamp())
 
 
+async def _histories(handles: list[Any]) -> list[list[Any]]:
+    """The events of each workflow's history, eight fetches at a time."""
+    sem = asyncio.Semaphore(8)
+
+    async def one(h: Any) -> list[Any]:
+        async with sem:
+            return list((await h.fetch_history()).events)
+
+    return list(await asyncio.gather(*(one(h) for h in handles)))
+
+
+def _cpu_ms_per(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    """CPU each process spent between two `stack.cpu()` snapshots, per breach."""
+    return {name: rnd((after[name] - before.get(name, 0.0)) * 1000 / max(1, n)) for name in after}
+
+
 async def _first_task_times(ctx: Ctx, case_ids: list[str]) -> dict[str, float]:
     """When each case's first workflow task started: its `filed_at`, where the
     consideration clock starts."""
     client = ctx.stack.client
     assert client is not None
-    sem = asyncio.Semaphore(8)
-
-    async def one(cid: str) -> tuple[str, float | None]:
-        async with sem:
-            h = await client.get_workflow_handle(cid).fetch_history()
-        for ev in h.events:
+    out: dict[str, float] = {}
+    handles = [client.get_workflow_handle(c) for c in case_ids]
+    for cid, events in zip(case_ids, await _histories(handles), strict=True):
+        for ev in events:
             if ev.event_type == E.EVENT_TYPE_WORKFLOW_TASK_STARTED:
-                return cid, ev.event_time.ToMicroseconds() / 1e6
-        return cid, None
-
-    return {c: t for c, t in await asyncio.gather(*(one(c) for c in case_ids)) if t is not None}
+                out[cid] = ev.event_time.ToMicroseconds() / 1e6
+                break
+    return out
 
 
 async def one_run(ctx: Ctx, n: int) -> dict[str, Any]:
@@ -223,20 +236,9 @@ async def one_run(ctx: Ctx, n: int) -> dict[str, Any]:
         await asyncio.sleep(POLL_S)
     await stack.settle(timeout=30)
     cpu_after = stack.cpu()
-    cpu_ms_per_breach = {
-        name: rnd((cpu_after[name] - cpu_before.get(name, 0.0)) * 1000 / max(1, len(case_ids)))
-        for name in cpu_after
-    }
-    client = stack.client
-    assert client is not None
-    sem = asyncio.Semaphore(8)
-
-    async def times(cid: str) -> dict[str, float] | None:
-        async with sem:
-            h = await client.get_workflow_handle(cid).fetch_history()
-        return _history_times(list(h.events))
-
-    hist = dict(zip(case_ids, await asyncio.gather(*(times(c) for c in case_ids)), strict=True))
+    cpu_ms_per_breach = _cpu_ms_per(cpu_before, cpu_after, len(case_ids))
+    histories = await _histories([client.get_workflow_handle(c) for c in case_ids])
+    hist = dict(zip(case_ids, (_history_times(h) for h in histories), strict=True))
     await api.close()
     visible, fired, wft, done, begun = [], [], [], [], []
     dues = []
@@ -303,12 +305,7 @@ async def bare_run(ctx: Ctx, n: int, spread_s: float) -> dict[str, Any]:
     await stack.settle(timeout=30)
     cpu_after = stack.cpu()
 
-    async def times(h: Any) -> dict[str, float] | None:
-        async with sem:
-            hist = await h.fetch_history()
-        return _history_times(list(hist.events))
-
-    hist = await asyncio.gather(*(times(h) for h in handles))
+    hist = [_history_times(events) for events in await _histories(handles)]
 
     async def end(h: Any) -> None:
         async with sem:
@@ -324,10 +321,7 @@ async def bare_run(ctx: Ctx, n: int, spread_s: float) -> dict[str, Any]:
         "timer_fired_after_deadline": summary_ms(fired),
         "workflow_task_started_after_deadline": summary_ms(wft),
         "breach_step_completed_after_deadline": summary_ms(done),
-        "cpu_ms_per_breach": {
-            name: rnd((cpu_after[name] - cpu_before.get(name, 0.0)) * 1000 / max(1, n))
-            for name in cpu_after
-        },
+        "cpu_ms_per_breach": _cpu_ms_per(cpu_before, cpu_after, n),
     }
 
 
