@@ -630,3 +630,21 @@ class ClockNotice(BaseModel):
     step: str
     deadline: datetime | None
     explanation: str = ""
+
+
+# The workflows' results. They live here, not in the workflow modules: the sandbox
+# imports a workflow's module afresh for every new case (and every replay), and a
+# pydantic model defined there would have its schema built again each time (8 % of a
+# worker's CPU while cases were being started, py-spy). The JSON they record is the same.
+class CaseResult(BaseModel):
+    case_id: str
+    outcome: DecisionOutcome
+    decision: DecisionRecord
+
+
+class KandasResult(BaseModel):
+    case_id: str
+    outcome: DecisionOutcome
+    decision: DecisionRecord
+    final_status: CaseStatus
+    valid_to: date | None = None

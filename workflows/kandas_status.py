@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         DecisionRequest,
         GroundRef,
         HearingRecord,
+        KandasResult,
         LoadRules,
         QuotaRequest,
         QuotaResult,
@@ -90,14 +91,6 @@ SECURITY: workflow.ActivityConfig = {
         maximum_interval=timedelta(minutes=10),
     ),
 }
-
-
-class KandasResult(BaseModel):
-    case_id: str
-    outcome: DecisionOutcome
-    decision: DecisionRecord
-    final_status: CaseStatus
-    valid_to: date | None = None
 
 
 def registration_projection(

@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         Actor,
         BreachAction,
         CaseProjection,
+        CaseResult,
         CaseStart,
         CaseStatus,
         CaseSummary,
@@ -81,12 +82,6 @@ REGISTRY: workflow.ActivityConfig = {
         maximum_interval=timedelta(minutes=5),
     ),
 }
-
-
-class CaseResult(BaseModel):
-    case_id: str
-    outcome: DecisionOutcome
-    decision: DecisionRecord
 
 
 def add_months(d: date, months: int) -> date:
