@@ -23,6 +23,7 @@ from api.routes import (
     sla,
     tasks,
 )
+from api.timing import ServerTimingMiddleware
 from casework.db import create_all, get_engine
 from casework.runtime import connect
 from casework.settings import Settings, get_settings
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     create_all(app.state.engine)
     app.state.registrar = Registrar(app.state.engine)
     errors.install(app)
+    app.add_middleware(ServerTimingMiddleware)
     for module in (procedures, cases, tasks, calendar, decisions, quotas, payments, audit, sla):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(metrics.router)  # Prometheus scrapes /metrics, outside the versioned API

@@ -27,6 +27,7 @@ from api.admission import ADMITTED
 from api.auth import CurrentActor
 from api.deps import ClientDep, SessionDep, SettingsDep
 from api.errors import Problem, from_temporal
+from api.timing import ServerTiming
 from casework.contracts import (
     KZ_TZ,
     CaseProjection,
@@ -95,6 +96,7 @@ async def _start(
     session: Any,
     request: Request,
     response: Response,
+    timing: ServerTiming,
 ) -> CaseSummary:
     """Start the case workflow, or find the case this Idempotency-Key already started.
 
@@ -106,6 +108,7 @@ async def _start(
     """
     session.close()  # no connection is held while Temporal is called
     filed = registration(start, rules_model, datetime.now(UTC))
+    timing.mark("prepare")
     try:
         await client.start_workflow(
             workflow_cls.run,
@@ -128,7 +131,10 @@ async def _start(
     except RPCError as exc:
         raise from_temporal(exc) from exc
     else:
+        timing.mark("temporal")
         await request.app.state.registrar.register(case_row_values(filed))
+        timing.mark("register")
+        timing.write(response)
         summary = _summary(filed)
     if summary.request_hash != start.request_hash:
         raise Problem(
@@ -230,6 +236,7 @@ async def start_work_permit(
     ] = None,
 ) -> CaseSummary:
     """Start a work-permit case; a retry with the same Idempotency-Key returns the same case."""
+    timing = ServerTiming()  # the request's own work; parsing and authentication came before
     problems = application.problems(datetime.now(KZ_TZ).date())
     if problems:
         raise Problem(
@@ -262,6 +269,7 @@ async def start_work_permit(
         session=session,
         request=request,
         response=response,
+        timing=timing,
     )
 
 
@@ -279,6 +287,7 @@ async def start_kandas(
     idempotency_key: IdempotencyKey,
 ) -> CaseSummary:
     """A consulate starts a kandas case (one window); idempotent like every case start."""
+    timing = ServerTiming()  # the request's own work; parsing and authentication came before
     problems = application.problems(datetime.now(KZ_TZ).date())
     if problems:
         raise Problem(
@@ -309,6 +318,7 @@ async def start_kandas(
         session=session,
         request=request,
         response=response,
+        timing=timing,
     )
 
 
