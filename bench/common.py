@@ -46,6 +46,11 @@ def new_bin(rng: random.Random | None = None) -> str:
             return b
 
 
+def cpu_ms_per(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    """CPU each process spent between two `stack.cpu()` snapshots, per item (ms)."""
+    return {name: rnd((after[name] - before.get(name, 0.0)) * 1000 / max(1, n)) for name in after}
+
+
 class Api:
     """An HTTP client of the running API with development tokens."""
 

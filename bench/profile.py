@@ -1,4 +1,4 @@
-"""`python -m bench.profile [--scenarios 2w10,1,3] [--procs worker,api] [--rate 100] [--full]`
+"""`python -m bench.profile [--scenarios 2w10,3e,1,3] [--procs worker,api] [--rate 100] [--full]`
 
 Runs scenarios in quick mode (or with full-mode N, one run) on a fresh stack while py-spy samples the chosen stack
 processes (the engine worker, the API), then writes, per process, the collapsed stacks
@@ -31,7 +31,7 @@ ENGINE = re.compile(r"\((?:\./)?(activities|api|casework|workflows)/[^)]*\)")
 # Leaf frames of idle waits (uvicorn's uvloop waits natively, below Runner.run).
 IDLE = ("EpollSelector.select", "_worker (concurrent/futures/thread.py:81)", "Condition.wait",
         "Queue.get", "Event.wait", "Thread.join", "select.poll",
-        "Runner.run (asyncio/runners.py:118)")  # fmt: skip
+        "Runner.run (asyncio/runners.py:118)", "_PollLikeSelector.select")  # fmt: skip
 
 
 def summarize(collapsed: Path, top: int = 40) -> str:
@@ -92,12 +92,21 @@ async def main_async(args: argparse.Namespace) -> None:
     try:
         await stack.start()
         ctx = Ctx(stack=stack, quick=not args.full, runs=1, postgres_url=None)
-        for name in args.procs.split(","):
-            out = OUT / f"{stamp}-{args.tag}{name}.collapsed"
-            cmd = [spy, "record", "--pid", str(stack.procs[name].pid), "--rate", str(args.rate),
-                   "--format", "raw", "--output", str(out), "--idle"]  # fmt: skip
-            spies.append((name, _spawn(cmd), out))
-        await asyncio.sleep(1)
+
+        async def record() -> None:
+            for name in args.procs.split(","):
+                out = OUT / f"{stamp}-{args.tag}{name}.collapsed"
+                cmd = [spy, "record", "--pid", str(stack.procs[name].pid), "--rate", str(args.rate),
+                       "--format", "raw", "--output", str(out)]  # fmt: skip
+                if args.gil:
+                    cmd.append("--gil")
+                elif not args.active:
+                    cmd.append("--idle")
+                spies.append((name, _spawn(cmd), out))
+            await asyncio.sleep(1)
+
+        if "3e" not in args.scenarios.split(","):
+            await record()
         for sid in args.scenarios.split(","):
             if sid == "2w10":  # the engine side of scenario 2 only, 10 in flight, 20 cases
                 from bench.scenarios.s2_lifecycle import engine_run
@@ -105,6 +114,16 @@ async def main_async(args: argparse.Namespace) -> None:
                 log("profiling scenario 2 (engine side, 10 in flight)")
                 e = await engine_run(ctx, 10, 20)
                 log(f"  {e['cases_per_s']} cases/s, {e['error_count']} errors")
+                continue
+            if sid == "3e":  # the engine side of scenario 3 only, 10 concurrent, 300 samples,
+                # sampled from the first completion on (the cases are filed and claimed before)
+                from bench.scenarios.s3_task_completion import engine_run as s3_engine
+
+                log("profiling scenario 3 (engine side, 10 concurrent, 300 completions)")
+                e = await s3_engine(ctx, "karaganda", 300, on_ready=record)
+                log(
+                    f"  complete p95 {e['complete']['p95_ms']} ms, visible {e['visible']['p95_ms']} ms"
+                )
                 continue
             mod = importlib.import_module(SCENARIOS[sid][0] or "")
             log(f"profiling scenario {sid}")
@@ -140,6 +159,16 @@ def main() -> None:
     p.add_argument("--procs", default="worker,api")
     p.add_argument("--rate", type=int, default=100)
     p.add_argument("--tag", default="", help="prefix of the output names")
+    p.add_argument(
+        "--active",
+        action="store_true",
+        help="sample only threads py-spy sees running (CPU), not those waiting on a lock or I/O",
+    )
+    p.add_argument(
+        "--gil",
+        action="store_true",
+        help="sample only the thread holding the GIL: where the process's Python CPU goes",
+    )
     p.add_argument("--full", action="store_true", help="full-mode N (one run) instead of quick")
     args = p.parse_args()
     asyncio.run(main_async(args))

@@ -16,6 +16,7 @@ engine.
 
 from __future__ import annotations
 
+import statistics
 import uuid
 from typing import Any
 
@@ -26,6 +27,7 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
 )
 
+from api import timing as server_timing
 from bench.bare import BareCase, BareEmpty, BareRegistration
 from bench.common import (
     Api,
@@ -39,7 +41,7 @@ from bench.common import (
 )
 from bench.shape import APPROVED, load_history_json, ops_from_history
 from bench.stack import BARE_QUEUE
-from bench.stats import summary_ms
+from bench.stats import rnd, summary_ms
 from workflows.search_attributes import CASE_PROCEDURE, CASE_REGION, CASE_STATUS, SLA_STATE
 
 REGION = "almaty_city"
@@ -54,6 +56,12 @@ def search_attributes() -> TypedSearchAttributes:
             SearchAttributePair(SLA_STATE, "on_track"),
         ]
     )
+
+
+def phase_medians(phases: list[dict[str, float]]) -> dict[str, float | None]:
+    """Median milliseconds of each phase the API reported (`Server-Timing`)."""
+    names = sorted({name for p in phases for name in p})
+    return {n: rnd(statistics.median([p[n] for p in phases if n in p])) for n in names}
 
 
 async def start_bare(client: Client, run: Any, arg: Any, prefix: str) -> None:
@@ -83,11 +91,13 @@ async def run(ctx: Ctx) -> ScenarioResult:
     payload = bare_payload(REGION)
     actor = {"user_id": "bench-employer", "role": "employer", "party": bin_}
     errors: dict[str, list[str]] = {}
+    phases: list[dict[str, float]] = []  # the API's Server-Timing of each engine start
 
     async def engine_job(i: int) -> None:
         r = await api.start_case(employer, bin_, REGION)
         if r.status_code != 201:
             raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
+        phases.append(server_timing.parse(r.headers.get("Server-Timing", "")))
 
     async def bare_job(i: int) -> None:
         await start_bare(client, BareEmpty.run, payload, "bare-start")
@@ -139,6 +149,7 @@ async def run(ctx: Ctx) -> ScenarioResult:
                 ("floor", floor_job),
             ):
                 await stack.settle()
+                phases.clear()
                 cpu0 = stack.cpu()
                 lat, wall, errs = await closed_loop(n, conc, job)
                 cores = stack.cores(cpu0, wall)
@@ -154,12 +165,15 @@ async def run(ctx: Ctx) -> ScenarioResult:
                     "errors": len(errs),
                     "cores_used": cores,
                 }
+                if name == "engine":  # where the API's own part of each start went
+                    one[name]["server_timing_median_ms"] = phase_medians(phases)
             per_run.append(one)
             log(
                 f"s1 c={conc} run {run_no + 1}: engine {one['engine']['per_s']}/s p95 "
                 f"{one['engine'].get('p95_ms')} ms; bare {one['bare']['per_s']}/s p95 "
                 f"{one['bare'].get('p95_ms')} ms; bare same-shape {one['shape']['per_s']}/s p95 "
-                f"{one['shape'].get('p95_ms')} ms; bare update-with-start {one['uws']['per_s']}/s"
+                f"{one['shape'].get('p95_ms')} ms; bare update-with-start {one['uws']['per_s']}/s;"
+                f" engine Server-Timing medians {one['engine']['server_timing_median_ms']}"
             )
         details[f"concurrency_{conc}"] = {"n": n, "runs": per_run}
         bare_label = "bare start_workflow"

@@ -14,14 +14,25 @@ idle workflows (one per client).
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 
 from bench.bare import BareIdle
-from bench.common import Api, Ctx, ScenarioResult, closed_loop, log, new_bin, row_from_runs
+from bench.common import (
+    Api,
+    Ctx,
+    ScenarioResult,
+    closed_loop,
+    cpu_ms_per,
+    log,
+    new_bin,
+    row_from_runs,
+)
 from bench.histories import local_activity
 from bench.stack import BARE_QUEUE
 from bench.stats import summary_ms
@@ -42,7 +53,9 @@ async def _poll_until(fn: Any, timeout: float = 120.0, every: float = 0.1) -> An
         await asyncio.sleep(every)
 
 
-async def engine_run(ctx: Ctx, region: str, k: int) -> dict[str, Any]:
+async def engine_run(
+    ctx: Ctx, region: str, k: int, on_ready: Callable[[], Awaitable[None]] | None = None
+) -> dict[str, Any]:
     api = Api(ctx.stack, connections=32)
     bin_ = new_bin()
     employer = api.token("employer", party=bin_, user=f"emp-{bin_}")
@@ -92,12 +105,16 @@ async def engine_run(ctx: Ctx, region: str, k: int) -> dict[str, Any]:
                     visible.setdefault(t["case_id"], now)
             await asyncio.sleep(POLL_S)
 
+    if on_ready is not None:  # e.g. a profiler that samples the completions only
+        await on_ready()
     poll = asyncio.create_task(poller())
     complete_lat: list[float] = []
     visible_lat: list[float] = []
+    walls: dict[str, tuple[float, float]] = {}  # case: POST sent, decision task seen (epoch)
 
     async def sample(i: int) -> None:
         task = tasks[i]
+        wall0 = time.time()
         t0 = time.perf_counter()
         r = await api.http.post(
             f"/api/v1/tasks/{task['task_id']}/complete",
@@ -113,18 +130,22 @@ async def engine_run(ctx: Ctx, region: str, k: int) -> dict[str, Any]:
                 raise TimeoutError("decision task not visible")
             await asyncio.sleep(0.005)
         visible_lat.append(visible[task["case_id"]] - t0)
+        walls[task["case_id"]] = (wall0, wall0 + visible_lat[-1])
 
+    cpu_before = ctx.stack.cpu()
     _, wall, errors = await closed_loop(k, CONCURRENCY, sample)
     stop = True
     await poll
-    # Where the time goes, from one case's history: from the update's acceptance to the
-    # completion of the activity that writes the decision task's row.
+    cpu_per_completion = cpu_ms_per(cpu_before, ctx.stack.cpu(), k)
+    # Where the time goes, from the histories of up to 40 samples (median per segment).
     client = ctx.stack.client
     assert client is not None
-    path = []
-    for task in tasks[: min(5, k)]:
+    paths = []
+    for task in tasks[: min(40, k)]:
+        if task["case_id"] not in walls:
+            continue
         hist = await client.get_workflow_handle(task["case_id"]).fetch_history()
-        path.append(_server_path(list(hist.events)))
+        paths.append(_server_path(list(hist.events), *walls[task["case_id"]]))
     await api.close()
     return {
         "complete": summary_ms(complete_lat),
@@ -132,52 +153,68 @@ async def engine_run(ctx: Ctx, region: str, k: int) -> dict[str, Any]:
         "errors": errors[:5],
         "error_count": len(errors),
         "wall_s": round(wall, 2),
-        "server_path": path,
+        "path_median_ms": path_summary([p for p in paths if p]),
+        "cpu_ms_per_completion": cpu_per_completion,
     }
 
 
-def _server_path(events: list[Any]) -> dict[str, Any]:
-    """From the complete_task update's acceptance to the decision task's projection."""
+def _server_path(events: list[Any], t0: float, seen: float) -> dict[str, Any]:
+    """Where one sample's time went, in ms, from the POST (client wall clock `t0`) through
+    the history's event times (same machine, same clock) to the poller seeing the task:
+    the update's workflow task (queued, run: its answer leaves with the task's
+    completion), the registry activity (queued, run), the next workflow task (queued,
+    run, which writes the decision task), and the inbox poll that saw it."""
     E = EventType
-    accepted = None
-    sched: dict[int, str] = {}
-    acts = 0
-    project_tasks = 0
+    seg: dict[str, float] = {}
+    accepted = False
+    wft_sched = wft_started = wft_completed = 0.0
     for ev in events:
         t = ev.event_time.ToMicroseconds() / 1e6
-        if (
-            accepted is None
-            and ev.event_type == E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+        et = ev.event_type
+        if et == E.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
+            wft_sched = t
+        elif et == E.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+            wft_started = t
+        elif (
+            not accepted
+            and et == E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
             and ev.workflow_execution_update_accepted_event_attributes.accepted_request.input.name
             == "complete_task"
         ):
-            accepted = t
-            continue
-        if accepted is None:
-            continue
-        if ev.event_type == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            name = ev.activity_task_scheduled_event_attributes.activity_type.name
-            sched[ev.event_id] = name
-            acts += 1
-        local = local_activity(ev) if ev.event_type == E.EVENT_TYPE_MARKER_RECORDED else None
-        if local:
-            acts += 1
-            sched[ev.event_id] = local[0]
-        name = ""
-        if ev.event_type == E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-            name = sched.get(ev.activity_task_completed_event_attributes.scheduled_event_id, "")
-        elif local:
-            name, t = local
-        if name:
-            if name == "project_task":
-                project_tasks += 1
-                if project_tasks == 2:  # 1: task done; 2: the decision task opened
-                    return {
-                        "server_s": round(t - accepted, 3),
-                        "activities": acts,
-                        "activity_names": list(sched.values()),
-                    }
-    return {}
+            # The update's workflow task has completed (its answer left with it): the
+            # acceptance is recorded after the completion of the task that carried it.
+            accepted = True
+            seg["api_to_server"] = wft_sched - t0
+            seg["update_task_queued"] = wft_started - wft_sched
+            seg["update_task_run"] = wft_completed - wft_started
+        elif et == E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            wft_completed = t
+        elif accepted and et == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED and "_act_sched" not in seg:
+            seg["_act_sched"] = t
+        elif accepted and et == E.EVENT_TYPE_ACTIVITY_TASK_STARTED and "_act_sched" in seg:
+            seg.setdefault("activity_queued", t - seg["_act_sched"])
+            seg.setdefault("_act_started", t)
+        elif accepted and et == E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED and "_act_started" in seg:
+            seg.setdefault("activity_run", t - seg["_act_started"])
+        elif accepted and "activity_run" in seg and et == E.EVENT_TYPE_MARKER_RECORDED:
+            local = local_activity(ev)
+            if local and local[0] == "project_batch":  # the decision task's row
+                seg["next_task_queued"] = wft_started - wft_sched
+                seg["next_task_run"] = local[1] - wft_started
+                seg["seen_by_inbox_poll"] = seen - local[1]
+                break
+    return {k: round(v * 1000, 1) for k, v in seg.items() if not k.startswith("_")}
+
+
+def path_summary(paths: list[dict[str, Any]]) -> dict[str, float]:
+    """Median of each segment over the samples that have it."""
+    keys = [k for k in paths[0]] if paths else []
+    out: dict[str, float] = {}
+    for k in keys:
+        vals = [p[k] for p in paths if k in p]
+        if vals:
+            out[k] = round(statistics.median(vals), 1)
+    return out
 
 
 async def bare_run(ctx: Ctx, k: int) -> dict[str, Any]:
@@ -230,7 +267,8 @@ async def run(ctx: Ctx) -> ScenarioResult:
         log(
             f"s3 run {run_no + 1}: complete p95 {e['complete'].get('p95_ms')} ms, next task "
             f"visible p95 {e['visible'].get('p95_ms')} ms; bare update p95 "
-            f"{b['update'].get('p95_ms')} ms"
+            f"{b['update'].get('p95_ms')} ms; engine path (median ms) {e['path_median_ms']}; "
+            f"CPU ms per completion {e['cpu_ms_per_completion']}"
         )
     res.rows.append(
         row_from_runs(

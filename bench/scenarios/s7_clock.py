@@ -28,7 +28,16 @@ from sqlalchemy import text
 from temporalio.api.enums.v1 import EventType
 
 from bench.bare import BareBreach
-from bench.common import Api, Ctx, ScenarioResult, closed_loop, log, new_bin, row_from_runs
+from bench.common import (
+    Api,
+    Ctx,
+    ScenarioResult,
+    closed_loop,
+    cpu_ms_per,
+    log,
+    new_bin,
+    row_from_runs,
+)
 from bench.shape import REPO
 from bench.stack import BARE_QUEUE
 from bench.stats import rnd, summary_ms
@@ -117,11 +126,6 @@ async def _histories(handles: list[Any]) -> list[list[Any]]:
             return list((await h.fetch_history()).events)
 
     return list(await asyncio.gather(*(one(h) for h in handles)))
-
-
-def _cpu_ms_per(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
-    """CPU each process spent between two `stack.cpu()` snapshots, per breach."""
-    return {name: rnd((after[name] - before.get(name, 0.0)) * 1000 / max(1, n)) for name in after}
 
 
 async def _first_task_times(ctx: Ctx, case_ids: list[str]) -> dict[str, float]:
@@ -236,7 +240,7 @@ async def one_run(ctx: Ctx, n: int) -> dict[str, Any]:
         await asyncio.sleep(POLL_S)
     await stack.settle(timeout=30)
     cpu_after = stack.cpu()
-    cpu_ms_per_breach = _cpu_ms_per(cpu_before, cpu_after, len(case_ids))
+    cpu_ms_per_breach = cpu_ms_per(cpu_before, cpu_after, len(case_ids))
     histories = await _histories([client.get_workflow_handle(c) for c in case_ids])
     hist = dict(zip(case_ids, (_history_times(h) for h in histories), strict=True))
     await api.close()
@@ -321,7 +325,7 @@ async def bare_run(ctx: Ctx, n: int, spread_s: float) -> dict[str, Any]:
         "timer_fired_after_deadline": summary_ms(fired),
         "workflow_task_started_after_deadline": summary_ms(wft),
         "breach_step_completed_after_deadline": summary_ms(done),
-        "cpu_ms_per_breach": _cpu_ms_per(cpu_before, cpu_after, n),
+        "cpu_ms_per_breach": cpu_ms_per(cpu_before, cpu_after, n),
     }
 
 
