@@ -35,6 +35,7 @@ from bench.common import (
     ScenarioResult,
     bare_payload,
     closed_loop,
+    cpu_ms_per,
     log,
     new_bin,
     row_from_runs,
@@ -152,6 +153,7 @@ async def run(ctx: Ctx) -> ScenarioResult:
                 phases.clear()
                 cpu0 = stack.cpu()
                 lat, wall, errs = await closed_loop(n, conc, job)
+                per_start = cpu_ms_per(cpu0, stack.cpu(), len(lat))
                 cores = stack.cores(cpu0, wall)
                 if errs:
                     errors.setdefault(f"{name}@{conc}", []).extend(errs[:5])
@@ -164,6 +166,7 @@ async def run(ctx: Ctx) -> ScenarioResult:
                     "per_s": round(tput or 0, 2),
                     "errors": len(errs),
                     "cores_used": cores,
+                    "cpu_ms_per_start": per_start,
                 }
                 if name == "engine":  # where the API's own part of each start went
                     one[name]["server_timing_median_ms"] = phase_medians(phases)

@@ -30,7 +30,16 @@ from typing import Any
 import httpx
 
 from bench.bare import BareCase
-from bench.common import Api, Ctx, ScenarioResult, closed_loop, log, new_bin, row_from_runs
+from bench.common import (
+    Api,
+    Ctx,
+    ScenarioResult,
+    closed_loop,
+    cpu_ms_per,
+    log,
+    new_bin,
+    row_from_runs,
+)
 from bench.histories import breakdown, mean_breakdown
 from bench.shape import APPROVED, load_history_json, ops_from_history, shape_counts
 from bench.stack import BARE_QUEUE, reset_peak_rss, rss_mb
@@ -264,6 +273,7 @@ async def engine_run(
     dog = asyncio.create_task(watchdog())
     cpu0 = ctx.stack.cpu()
     lat, wall, errors = await closed_loop(n, inflight, one_case, time_limit, stalled)
+    per_case = cpu_ms_per(cpu0, ctx.stack.cpu(), len(lat))
     cores = ctx.stack.cores(cpu0, wall)
     dog.cancel()
     desk.stop()
@@ -282,6 +292,7 @@ async def engine_run(
         "shed_and_sent_again": shed,
         "stalled": stalled.is_set(),
         "cores_used": cores,
+        "cpu_ms_per_case": per_case,
         "case_ids": case_ids,
         "desk_polls": desk.polls,
         "desk_poll_errors": len(desk.poll_errors),
@@ -305,9 +316,11 @@ async def bare_run(ctx: Ctx, inflight: int, n: int, ops: list[str]) -> dict[str,
 
     cpu0 = ctx.stack.cpu()
     lat, wall, errors = await closed_loop(n, inflight, one_case)
+    per_case = cpu_ms_per(cpu0, ctx.stack.cpu(), len(lat))
     cores = ctx.stack.cores(cpu0, wall)
     return {
         "cores_used": cores,
+        "cpu_ms_per_case": per_case,
         "cases": len(lat),
         "wall_s": round(wall, 2),
         "cases_per_s": round(len(lat) / wall, 3) if wall else None,
@@ -406,7 +419,8 @@ async def run(ctx: Ctx) -> ScenarioResult:
                 f"s2 in-flight {inflight} run {run_no + 1}: engine {e['cases_per_s']} cases/s "
                 f"(p50 {e['case_latency'].get('p50_ms')} ms, {e['error_count']} errors, "
                 f"{e['shed_and_sent_again']} answers 429 sent again); "
-                f"bare {b['cases_per_s']} cases/s (p50 {b['case_latency'].get('p50_ms')} ms)"
+                f"bare {b['cases_per_s']} cases/s (p50 {b['case_latency'].get('p50_ms')} ms); "
+                f"CPU ms per case: engine {e['cpu_ms_per_case']}, bare {b['cpu_ms_per_case']}"
             )
             if run_no == 0:
                 e["breakdown_per_case_s"] = await _breakdowns(ctx, e["case_ids"])
