@@ -237,10 +237,12 @@ async def bare_run(ctx: Ctx, k: int) -> dict[str, Any]:
             await h.execute_update(BareIdle.ping, i)
             lat.append(time.perf_counter() - t0)
 
+    cpu_before = ctx.stack.cpu()
     await asyncio.gather(*(client_loop(h) for h in handles))
+    per_update = cpu_ms_per(cpu_before, ctx.stack.cpu(), len(lat))
     for h in handles:
         await h.signal(BareIdle.finish)
-    return {"update": summary_ms(lat)}
+    return {"update": summary_ms(lat), "cpu_ms_per_update": per_update}
 
 
 async def run(ctx: Ctx) -> ScenarioResult:
@@ -268,7 +270,8 @@ async def run(ctx: Ctx) -> ScenarioResult:
             f"s3 run {run_no + 1}: complete p95 {e['complete'].get('p95_ms')} ms, next task "
             f"visible p95 {e['visible'].get('p95_ms')} ms; bare update p95 "
             f"{b['update'].get('p95_ms')} ms; engine path (median ms) {e['path_median_ms']}; "
-            f"CPU ms per completion {e['cpu_ms_per_completion']}"
+            f"CPU ms per completion {e['cpu_ms_per_completion']}, per bare update "
+            f"{b['cpu_ms_per_update']}"
         )
     res.rows.append(
         row_from_runs(
