@@ -243,6 +243,10 @@ class CaseStart(BaseModel):
     channel: str = "api"
     request_hash: str
     ruleset_version: str | None = None  # None: the version in force on the filing date
+    # The rule set itself (version `ruleset_version`), as the API loaded it to validate
+    # the application: recorded in the start event, so the case needs no step to load it.
+    # None (older starts, tests): the workflow loads it.
+    rules: dict[str, Any] | None = None
     # The time-skipping test server cannot register custom search attributes; only its
     # tests switch indexing off. Every real server indexes.
     index_search_attributes: bool = True

@@ -9,7 +9,7 @@ regions with a demographic or labour deficit, within the regional kandas quota.
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -87,6 +87,7 @@ class KandasStart(BaseModel):
     channel: str = "consulate_one_window"
     request_hash: str
     ruleset_version: str | None = None
+    rules: dict[str, Any] | None = None  # as in CaseStart: the rule set the API loaded
     index_search_attributes: bool = True
 
 

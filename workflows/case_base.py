@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         DecisionRequest,
         GroundRef,
         HearingRecord,
+        LoadRules,
         Notification,
         ReassignTask,
         ReleaseTask,
@@ -151,6 +152,24 @@ async def bookkeeping(
     if workflow.patched(LOCAL_BOOKKEEPING):
         return await workflow.execute_local_activity(name, arg, result_type=result_type, **LOCAL)
     return await workflow.execute_activity(name, arg, result_type=result_type, **before)
+
+
+# The rule set arrives in the start input (the API loaded it to validate the application);
+# older histories, and starts without it, load it in a local step.
+RULES_IN_START = "rules-in-start"
+
+
+async def case_rules(procedure: str, start: Any, model: type[Any], filed_at: datetime) -> Any:
+    """The rule set the case runs under, from the start input or loaded by a local step."""
+    if start.rules is not None and workflow.patched(RULES_IN_START):
+        return model.model_validate(start.rules)
+    return await bookkeeping(
+        act.LOAD_RULES,
+        LoadRules(
+            procedure=procedure, on=filed_at.astimezone(KZ_TZ).date(), version=start.ruleset_version
+        ),
+        result_type=model,
+    )
 
 
 _SEVERITY = {

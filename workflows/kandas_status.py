@@ -36,7 +36,6 @@ with workflow.unsafe.imports_passed_through():
         GroundRef,
         HearingRecord,
         KandasResult,
-        LoadRules,
         QuotaRequest,
         QuotaResult,
         Role,
@@ -70,7 +69,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case_base import (
         PROJECTION,
         CaseWorkflowBase,
-        bookkeeping,
+        case_rules,
         decision_form_errors,
         problem,
     )
@@ -152,15 +151,7 @@ class KandasStatusWorkflow(CaseWorkflowBase):
     async def _process(self, start: KandasStart) -> KandasResult:
         app = start.application
         filed_at = workflow.now()
-        self.rules = rules = await bookkeeping(
-            act.LOAD_RULES,
-            LoadRules(
-                procedure=PROCEDURE,
-                on=filed_at.astimezone(KZ_TZ).date(),
-                version=start.ruleset_version,
-            ),
-            result_type=KandasRules,
-        )
+        self.rules = rules = await case_rules(PROCEDURE, start, KandasRules, filed_at)
         self.projection = registration_projection(start, rules, filed_at)
         # Until settlement is decided the case belongs to the LEB of the first preferred
         # settlement region (its commission reviews the application).

@@ -36,7 +36,6 @@ with workflow.unsafe.imports_passed_through():
         HearingRecord,
         InvoiceInfo,
         InvoiceRequest,
-        LoadRules,
         PaymentReceived,
         PermitCategory,
         QuotaRequest,
@@ -59,7 +58,7 @@ with workflow.unsafe.imports_passed_through():
         PROJECTION,
         CaseWorkflowBase,
         batched,
-        bookkeeping,
+        case_rules,
         decision_form_errors,
         problem,
     )
@@ -149,15 +148,7 @@ class WorkPermitWorkflow(CaseWorkflowBase):
     async def _process(self, start: CaseStart) -> CaseResult:
         app = start.application
         filed_at = workflow.now()
-        self.rules = rules = await bookkeeping(
-            act.LOAD_RULES,
-            LoadRules(
-                procedure=PROCEDURE,
-                on=filed_at.astimezone(KZ_TZ).date(),
-                version=start.ruleset_version,
-            ),
-            result_type=WorkPermitRules,
-        )
+        self.rules = rules = await case_rules(PROCEDURE, start, WorkPermitRules, filed_at)
         self.fee_kzt = rules.fee_kzt(app.category, app.seasonal_days)
         self.projection = registration_projection(start, rules, filed_at)
         await self.project(

@@ -257,6 +257,7 @@ async def start_work_permit(
         filed_by=actor,
         request_hash=_hash(application),
         ruleset_version=rules.version,
+        rules=rules.model_dump(mode="json"),
     )
     return await _start(
         workflow_cls=WorkPermitWorkflow,
@@ -306,6 +307,7 @@ async def start_kandas(
         filed_by=actor,
         request_hash=_hash(application),
         ruleset_version=rules.version,
+        rules=rules.model_dump(mode="json"),
     )
     return await _start(
         workflow_cls=KandasStatusWorkflow,

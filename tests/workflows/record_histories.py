@@ -20,8 +20,9 @@ import os
 import sys
 import tempfile
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -29,8 +30,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.quota import ensure_quota
 from casework.binaries import DEV_SERVER_TUNING, temporal_cli, temporal_test_server
-from casework.contracts import PaymentReceived, SubmitObjection, TaskKind
+from casework.contracts import KZ_TZ, PaymentReceived, SubmitObjection, TaskKind
 from casework.db import create_all, get_engine
+from casework.rules import load_rules
 from casework.runtime import build_worker
 from casework.settings import Settings
 from tests.factories import EMPLOYER, case_start
@@ -42,6 +44,14 @@ HERE = Path(__file__).parent / "histories"
 
 
 SUFFIX = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--suffix=")), "")
+
+
+def _as_filed(start: Any) -> Any:
+    """The start as the API makes it: with the rule set in force today in its input."""
+    rules = load_rules(start.procedure, datetime.now(KZ_TZ).date())
+    return start.model_copy(
+        update={"rules": rules.model_dump(mode="json"), "ruleset_version": rules.version}
+    )
 
 
 async def _save(handle: WorkflowHandle, name: str) -> None:  # type: ignore[type-arg]
@@ -56,7 +66,7 @@ async def _save(handle: WorkflowHandle, name: str) -> None:  # type: ignore[type
 
 
 async def _approved(client: Client, tq: str, index: bool) -> WorkflowHandle:  # type: ignore[type-arg]
-    start = case_start(case_id=f"WP-REC-{uuid.uuid4().hex[:6].upper()}")
+    start = _as_filed(case_start(case_id=f"WP-REC-{uuid.uuid4().hex[:6].upper()}"))
     start.index_search_attributes = index
     h = await client.start_workflow(WorkPermitWorkflow.run, start, id=start.case_id, task_queue=tq)
     await complete(
@@ -86,9 +96,11 @@ async def _approved(client: Client, tq: str, index: bool) -> WorkflowHandle:  # 
 
 
 async def _refused(client: Client, tq: str) -> WorkflowHandle:  # type: ignore[type-arg]
-    start = case_start(
-        case_id=f"WP-REC-{uuid.uuid4().hex[:6].upper()}",
-        staffing={"citizens_in_category": 10, "foreigners_in_category": 5},
+    start = _as_filed(
+        case_start(
+            case_id=f"WP-REC-{uuid.uuid4().hex[:6].upper()}",
+            staffing={"citizens_in_category": 10, "foreigners_in_category": 5},
+        )
     )
     h = await client.start_workflow(WorkPermitWorkflow.run, start, id=start.case_id, task_queue=tq)
     await complete(h, TaskKind.document_check, {"outcome": "complete"})
@@ -119,7 +131,7 @@ async def _kandas(client: Client, tq: str, refuse: bool) -> WorkflowHandle:  # t
     from tests.factories import CASEWORKER_PAVLODAR, CONSUL, kandas_start
     from workflows.kandas_status import KandasStatusWorkflow
 
-    start = kandas_start(case_id=f"KS-REC-{uuid.uuid4().hex[:6].upper()}")
+    start = _as_filed(kandas_start(case_id=f"KS-REC-{uuid.uuid4().hex[:6].upper()}"))
     h = await client.start_workflow(
         KandasStatusWorkflow.run, start, id=start.case_id, task_queue=tq
     )
@@ -201,7 +213,7 @@ async def main() -> None:
     )
     worker, pool = build_worker(ts.client, settings)
     async with worker:
-        start = case_start(case_id=f"WP-REC-{uuid.uuid4().hex[:6].upper()}")
+        start = _as_filed(case_start(case_id=f"WP-REC-{uuid.uuid4().hex[:6].upper()}"))
         start.index_search_attributes = False
         h = await ts.client.start_workflow(
             WorkPermitWorkflow.run, start, id=start.case_id, task_queue=settings.task_queue
