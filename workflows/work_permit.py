@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar as _cal
+from contextlib import nullcontext
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         KZ_TZ,
         Actor,
         BreachAction,
+        CaseEventIn,
         CaseProjection,
         CaseResult,
         CaseStart,
@@ -69,6 +71,9 @@ PROCEDURE = "work_permit"
 # the unit is reserved beside the registry checks; older histories have activities, and
 # reserve after the checks.
 LOCAL_QUOTA = "local-quota"
+# A new case writes its row with its clock, and its vacancy check with its first task (two
+# steps fewer); older histories write each on its own.
+FIRST_STEPS_BATCHED = "first-steps-batched"
 
 # External registries are slow and sometimes down: retry with backoff for up to a day;
 # the case simply waits (and its clock keeps running).
@@ -151,22 +156,29 @@ class WorkPermitWorkflow(CaseWorkflowBase):
         self.rules = rules = await case_rules(PROCEDURE, start, WorkPermitRules, filed_at)
         self.fee_kzt = rules.fee_kzt(app.category, app.seasonal_days)
         self.projection = registration_projection(start, rules, filed_at)
-        await self.project(
-            self.event(
-                "case_started",
-                actor=start.filed_by.user_id,
-                role=start.filed_by.role.value,
-                channel=start.channel,
-                ruleset_version=rules.version,
-                application=app.model_dump(mode="json"),
-            )
+        started = self.event(
+            "case_started",
+            actor=start.filed_by.user_id,
+            role=start.filed_by.role.value,
+            channel=start.channel,
+            ruleset_version=rules.version,
+            application=app.model_dump(mode="json"),
         )
-        self.registered = True
-
         consideration = LegalClock(
             self, "consideration", "consideration", rules.clocks["consideration"], self._on_breach
         )
-        await consideration.start(filed_at)
+        first_steps_batched = workflow.patched(FIRST_STEPS_BATCHED)
+        if first_steps_batched:
+            # The case row and its running clock in one write (the deadline is computed
+            # first, at once); older histories wrote the case row, then the clock.
+            async with batched():
+                await self.project(started)
+                await consideration.start(filed_at)
+            self.registered = True
+        else:
+            await self.project(started)
+            self.registered = True
+            await consideration.start(filed_at)
 
         findings: dict[str, Any] = {}
         proposed: list[str] = []
@@ -185,9 +197,12 @@ class WorkPermitWorkflow(CaseWorkflowBase):
         findings["vacancy"] = vacancy.model_dump(mode="json")
         if not vacancy.ok:
             proposed.append("vacancy_not_posted")
-        await self.project(self.event("vacancy_checked", **findings["vacancy"]))
-
-        await self._document_check(consideration)
+        checked = self.event("vacancy_checked", **findings["vacancy"])
+        if first_steps_batched:  # written with the document-check task it leads to
+            await self._document_check(consideration, checked)
+        else:
+            await self.project(checked)
+            await self._document_check(consideration)
 
         await self.set_status(CaseStatus.registry_checks)
         checks_req = RegistryCheckRequest(
@@ -295,17 +310,25 @@ class WorkPermitWorkflow(CaseWorkflowBase):
             {"findings": findings, "proposed_grounds": sorted(set(proposed))},
         )
 
-    async def _document_check(self, consideration: LegalClock) -> None:
+    async def _document_check(
+        self, consideration: LegalClock, before: CaseEventIn | None = None
+    ) -> None:
+        """The document-check task, again after each supply of missing documents; `before`:
+        a timeline entry written in the same step as the first task."""
         app = self.start.application
         while True:
-            task = await self.open_step(
-                CaseStatus.document_check,
-                TaskKind.document_check,
-                "Registration and document check",
-                Role.caseworker,
-                app.region,
-                consideration.due,
-            )
+            async with batched() if before is not None else nullcontext():
+                if before is not None:
+                    await self.project(before)
+                    before = None
+                task = await self.open_step(
+                    CaseStatus.document_check,
+                    TaskKind.document_check,
+                    "Registration and document check",
+                    Role.caseworker,
+                    app.region,
+                    consideration.due,
+                )
             form = DocumentCheckForm.model_validate(await self.wait_task(task))
             if form.outcome == "complete":
                 return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -78,3 +79,17 @@ def clock(engine: Engine, case_id: str, name: str) -> ClockRow | None:
 def notices(engine: Engine, case_id: str) -> list[NotificationRow]:
     with Session(engine) as s:
         return list(s.exec(select(NotificationRow).where(NotificationRow.case_id == case_id)))
+
+
+async def local_steps(handle: WorkflowHandle[Any, Any]) -> list[str]:
+    """The local activities a case ran, in order, read from its history's markers."""
+    history = await handle.fetch_history()
+    names = []
+    for ev in history.events:
+        if ev.HasField("marker_recorded_event_attributes"):
+            payloads = ev.marker_recorded_event_attributes.details.get("data")
+            if payloads and payloads.payloads:
+                data = json.loads(payloads.payloads[0].data)
+                if isinstance(data, dict) and "activity_type" in data:
+                    names.append(data["activity_type"])
+    return names

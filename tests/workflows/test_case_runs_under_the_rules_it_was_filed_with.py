@@ -4,7 +4,6 @@ it again. A start without it (older clients, older histories) loads it in a loca
 
 from __future__ import annotations
 
-import json
 from datetime import date
 from typing import Any
 
@@ -14,7 +13,7 @@ from casework.contracts import PermitCategory
 from casework.rules import WorkPermitRules, load_rules
 from tests.factories import case_start
 from tests.workflows.conftest import CaseRunner
-from tests.workflows.helpers import case_row, wait_until
+from tests.workflows.helpers import case_row, local_steps, wait_until
 from workflows.work_permit import WorkPermitWorkflow
 
 
@@ -25,19 +24,6 @@ async def start(cases: CaseRunner, **fields: Any) -> WorkflowHandle[Any, Any]:
     return await cases.env.client.start_workflow(
         WorkPermitWorkflow.run, case, id=case.case_id, task_queue=cases.settings.task_queue
     )
-
-
-async def local_steps(handle: WorkflowHandle[Any, Any]) -> list[str]:
-    history = await handle.fetch_history()
-    names = []
-    for ev in history.events:
-        if ev.HasField("marker_recorded_event_attributes"):
-            payloads = ev.marker_recorded_event_attributes.details.get("data")
-            if payloads and payloads.payloads:
-                data = json.loads(payloads.payloads[0].data)
-                if isinstance(data, dict) and "activity_type" in data:
-                    names.append(data["activity_type"])
-    return names
 
 
 def fee(cases: CaseRunner, case_id: str) -> int | None:
