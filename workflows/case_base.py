@@ -12,7 +12,7 @@ import contextvars
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from temporalio import workflow
@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         BreachAction,
         CaseEventIn,
         CaseProjection,
+        CaseStart,
         CaseStatus,
         CaseSummary,
         ClaimTask,
@@ -52,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         TaskSpec,
         TaskStatus,
     )
+    from casework.kandas import KandasStart
     from casework.regions import Region
 
     from workflows import activity_names as act
@@ -157,19 +159,23 @@ async def bookkeeping(
 # The rule set arrives in the start input (the API loaded it to validate the application);
 # older histories, and starts without it, load it in a local step.
 RULES_IN_START = "rules-in-start"
+RulesT = TypeVar("RulesT", bound=BaseModel)
 
 
-async def case_rules(procedure: str, start: Any, model: type[Any], filed_at: datetime) -> Any:
+async def case_rules(
+    procedure: str, start: CaseStart | KandasStart, model: type[RulesT], filed_at: datetime
+) -> RulesT:
     """The rule set the case runs under, from the start input or loaded by a local step."""
     if start.rules is not None and workflow.patched(RULES_IN_START):
         return model.model_validate(start.rules)
-    return await bookkeeping(
+    rules: RulesT = await bookkeeping(
         act.LOAD_RULES,
         LoadRules(
             procedure=procedure, on=filed_at.astimezone(KZ_TZ).date(), version=start.ruleset_version
         ),
         result_type=model,
     )
+    return rules
 
 
 _SEVERITY = {

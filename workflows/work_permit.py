@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import calendar as _cal
-from contextlib import nullcontext
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -317,7 +316,7 @@ class WorkPermitWorkflow(CaseWorkflowBase):
         a timeline entry written in the same step as the first task."""
         app = self.start.application
         while True:
-            async with batched() if before is not None else nullcontext():
+            async with batched():  # open_step's own block joins this one
                 if before is not None:
                     await self.project(before)
                     before = None
