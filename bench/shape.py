@@ -11,8 +11,7 @@ REPO = Path(__file__).resolve().parent.parent
 HISTORIES = REPO / "tests" / "workflows" / "histories"
 # The newest recorded generation of the approved path (today's code: bookkeeping as
 # local activities in batched steps, local quota steps, the rule set in the start input,
-# the first steps written together);
-# older generations are kept for replay only.
+# the first steps written together); older generations are kept for replay only.
 APPROVED = HISTORIES / "work_permit_approved.v6.json"
 
 

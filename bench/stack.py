@@ -227,9 +227,12 @@ class BenchStack:
         out["worker_children"] = sum(cpu_seconds(pid) for pid in descendants(workers))
         return out
 
-    def cores(self, before: dict[str, float], wall: float) -> dict[str, float]:
-        """Average cores each process used since `before` (a `cpu()` snapshot)."""
-        after = self.cpu()
+    def cores(
+        self, before: dict[str, float], wall: float, after: dict[str, float] | None = None
+    ) -> dict[str, float]:
+        """Average cores each process used between `before` and `after` (`cpu()`
+        snapshots; `after` defaults to now)."""
+        after = after if after is not None else self.cpu()
         return {n: round((after[n] - before.get(n, 0.0)) / wall, 2) for n in after if wall > 0}
 
     def check_alive(self) -> None:

@@ -47,6 +47,12 @@ def median(values: Sequence[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
+def medians_by_key(samples: Sequence[dict[str, float]]) -> dict[str, float | None]:
+    """Each key's median over the samples that have it, keys in first-seen order."""
+    keys = dict.fromkeys(k for sample in samples for k in sample)
+    return {k: rnd(median([sample.get(k) for sample in samples])) for k in keys}
+
+
 def ratio(value: float | None, baseline: float | None) -> float | None:
     if value is None or baseline is None or baseline == 0:
         return None

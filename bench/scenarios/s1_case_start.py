@@ -16,7 +16,6 @@ engine.
 
 from __future__ import annotations
 
-import statistics
 import uuid
 from typing import Any
 
@@ -42,7 +41,7 @@ from bench.common import (
 )
 from bench.shape import APPROVED, load_history_json, ops_from_history
 from bench.stack import BARE_QUEUE
-from bench.stats import rnd, summary_ms
+from bench.stats import medians_by_key, summary_ms
 from workflows.search_attributes import CASE_PROCEDURE, CASE_REGION, CASE_STATUS, SLA_STATE
 
 REGION = "almaty_city"
@@ -57,12 +56,6 @@ def search_attributes() -> TypedSearchAttributes:
             SearchAttributePair(SLA_STATE, "on_track"),
         ]
     )
-
-
-def phase_medians(phases: list[dict[str, float]]) -> dict[str, float | None]:
-    """Median milliseconds of each phase the API reported (`Server-Timing`)."""
-    names = sorted({name for p in phases for name in p})
-    return {n: rnd(statistics.median([p[n] for p in phases if n in p])) for n in names}
 
 
 async def start_bare(client: Client, run: Any, arg: Any, prefix: str) -> None:
@@ -153,8 +146,9 @@ async def run(ctx: Ctx) -> ScenarioResult:
                 phases.clear()
                 cpu0 = stack.cpu()
                 lat, wall, errs = await closed_loop(n, conc, job)
-                per_start = cpu_ms_per(cpu0, stack.cpu(), len(lat))
-                cores = stack.cores(cpu0, wall)
+                cpu1 = stack.cpu()
+                per_start = cpu_ms_per(cpu0, cpu1, len(lat))
+                cores = stack.cores(cpu0, wall, cpu1)
                 if errs:
                     errors.setdefault(f"{name}@{conc}", []).extend(errs[:5])
                 s = summary_ms(lat)
@@ -169,7 +163,7 @@ async def run(ctx: Ctx) -> ScenarioResult:
                     "cpu_ms_per_start": per_start,
                 }
                 if name == "engine":  # where the API's own part of each start went
-                    one[name]["server_timing_median_ms"] = phase_medians(phases)
+                    one[name]["server_timing_median_ms"] = medians_by_key(phases)
             per_run.append(one)
             log(
                 f"s1 c={conc} run {run_no + 1}: engine {one['engine']['per_s']}/s p95 "

@@ -273,8 +273,9 @@ async def engine_run(
     dog = asyncio.create_task(watchdog())
     cpu0 = ctx.stack.cpu()
     lat, wall, errors = await closed_loop(n, inflight, one_case, time_limit, stalled)
-    per_case = cpu_ms_per(cpu0, ctx.stack.cpu(), len(lat))
-    cores = ctx.stack.cores(cpu0, wall)
+    cpu1 = ctx.stack.cpu()
+    per_case = cpu_ms_per(cpu0, cpu1, len(lat))
+    cores = ctx.stack.cores(cpu0, wall, cpu1)
     dog.cancel()
     desk.stop()
     for p in pollers:  # a poll stuck in a wedged API must not hold the bench up
@@ -316,8 +317,9 @@ async def bare_run(ctx: Ctx, inflight: int, n: int, ops: list[str]) -> dict[str,
 
     cpu0 = ctx.stack.cpu()
     lat, wall, errors = await closed_loop(n, inflight, one_case)
-    per_case = cpu_ms_per(cpu0, ctx.stack.cpu(), len(lat))
-    cores = ctx.stack.cores(cpu0, wall)
+    cpu1 = ctx.stack.cpu()
+    per_case = cpu_ms_per(cpu0, cpu1, len(lat))
+    cores = ctx.stack.cores(cpu0, wall, cpu1)
     return {
         "cores_used": cores,
         "cpu_ms_per_case": per_case,

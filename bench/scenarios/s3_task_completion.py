@@ -14,7 +14,6 @@ idle workflows (one per client).
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -35,7 +34,7 @@ from bench.common import (
 )
 from bench.histories import local_activity
 from bench.stack import BARE_QUEUE
-from bench.stats import summary_ms
+from bench.stats import medians_by_key, summary_ms
 
 REGIONS = ["karaganda", "kostanay", "pavlodar", "aktobe", "atyrau"]
 POLL_S = 0.025
@@ -153,7 +152,7 @@ async def engine_run(
         "errors": errors[:5],
         "error_count": len(errors),
         "wall_s": round(wall, 2),
-        "path_median_ms": path_summary([p for p in paths if p]),
+        "path_median_ms": medians_by_key(paths),
         "cpu_ms_per_completion": cpu_per_completion,
     }
 
@@ -204,17 +203,6 @@ def _server_path(events: list[Any], t0: float, seen: float) -> dict[str, Any]:
                 seg["seen_by_inbox_poll"] = seen - local[1]
                 break
     return {k: round(v * 1000, 1) for k, v in seg.items() if not k.startswith("_")}
-
-
-def path_summary(paths: list[dict[str, Any]]) -> dict[str, float]:
-    """Median of each segment over the samples that have it."""
-    keys = [k for k in paths[0]] if paths else []
-    out: dict[str, float] = {}
-    for k in keys:
-        vals = [p[k] for p in paths if k in p]
-        if vals:
-            out[k] = round(statistics.median(vals), 1)
-    return out
 
 
 async def bare_run(ctx: Ctx, k: int) -> dict[str, Any]:
