@@ -4,15 +4,16 @@ the closed-loop load generator."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 
 from api.auth import mint_token
 from bench.stack import BenchStack
@@ -51,16 +52,93 @@ def cpu_ms_per(before: dict[str, float], after: dict[str, float], n: int) -> dic
     return {name: rnd((after[name] - before.get(name, 0.0)) * 1000 / max(1, n)) for name in after}
 
 
+class HttpError(Exception):
+    """The API could not be reached or did not answer in time (no HTTP status)."""
+
+
+@dataclass
+class Reply:
+    """One HTTP answer, read in full."""
+
+    status_code: int
+    headers: Mapping[str, str]  # case-insensitive
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class Http:
+    """The simulated users' HTTP client: aiohttp (its parser is in C).
+
+    The load generator shares the two cores with the stack it measures, so it must cost
+    as little as it can: at 10-200 connections httpx spent 1.2-3.4 ms of CPU per request
+    here, aiohttp 0.12-0.19 ms (the bare side's Temporal client is Rust). Until session 6
+    the bench used httpx; see BENCHMARKS.md for what that changed."""
+
+    def __init__(self, base_url: str, connections: int = 64, timeout: float = 120.0) -> None:
+        self.base_url = base_url
+        self.connections = connections
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        # Created on first use: a session belongs to the running event loop.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                self.base_url,
+                connector=aiohttp.TCPConnector(limit=self.connections),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            )
+        return self._session
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Reply:
+        query = {k: str(v) for k, v in params.items()} if params else None
+        try:
+            async with self._open().request(
+                method, path, params=query, json=json, headers=headers
+            ) as r:
+                return Reply(r.status, r.headers, await r.read())
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise HttpError(f"{method} {path}: {exc!r}") from exc
+
+    async def get(
+        self,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Reply:
+        return await self.request("GET", path, params=params, headers=headers)
+
+    async def post(
+        self, path: str, json: Any = None, headers: Mapping[str, str] | None = None
+    ) -> Reply:
+        return await self.request("POST", path, json=json, headers=headers)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
 class Api:
     """An HTTP client of the running API with development tokens."""
 
     def __init__(self, stack: BenchStack, connections: int = 64) -> None:
         self.stack = stack
-        self.http = httpx.AsyncClient(
-            base_url=stack.api_url,
-            timeout=httpx.Timeout(120.0),
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-        )
+        self.http = Http(stack.api_url, connections)
 
     def token(self, role: str, **scope: Any) -> dict[str, str]:
         actor = Actor(
@@ -74,7 +152,7 @@ class Api:
         bin_: str,
         region: str,
         ruleset: str | None = None,
-    ) -> httpx.Response:
+    ) -> Reply:
         headers = {**employer, "Idempotency-Key": str(uuid.uuid4())}
         if ruleset:
             headers["X-Ruleset-Version"] = ruleset

@@ -27,12 +27,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
-
 from bench.bare import BareCase
 from bench.common import (
     Api,
     Ctx,
+    HttpError,
     ScenarioResult,
     closed_loop,
     cpu_ms_per,
@@ -79,7 +78,7 @@ class Desk:
                     params={"status": "open", "limit": 500},
                     headers=self.caseworker,
                 )
-            except httpx.HTTPError as exc:
+            except HttpError as exc:
                 self.poll_errors.append(f"inbox: {exc!r}")
                 await asyncio.sleep(POLL_S)
                 continue
@@ -100,7 +99,7 @@ class Desk:
                 r = await self.api.http.get(
                     "/api/v1/cases", params={"limit": 500}, headers=self.employer
                 )
-            except httpx.HTTPError as exc:
+            except HttpError as exc:
                 self.poll_errors.append(f"cases: {exc!r}")
                 await asyncio.sleep(POLL_S)
                 continue
