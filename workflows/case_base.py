@@ -94,6 +94,36 @@ _BATCHABLE = {
     act.NOTIFY: "notice",
 }
 
+# The changes above (and the procedures' own: `local-quota`, `first-steps-batched`; the
+# clock's `sla-webhooks`) each asked `workflow.patched` where they branch, so a new case
+# recorded seven patch markers, and with each the SDK upserts the `TemporalChangeVersion`
+# search attribute: seven more events and seven visibility writes per case, five of them
+# before its first task. A case started by today's code records one marker instead, at its
+# start, and takes every change it names; older histories have no such marker and keep
+# asking each patch where they recorded it. A later change gets its own patch (or a new
+# generation naming it too), never a place in this set.
+GENERATION = "generation-7"
+GENERATION_CHANGES = frozenset(
+    {
+        "local-bookkeeping",
+        "merged-bookkeeping",
+        "batched-bookkeeping",
+        "sla-webhooks",
+        "local-quota",
+        "rules-in-start",
+        "first-steps-batched",
+    }
+)
+
+
+def patched(change: str) -> bool:
+    """`workflow.patched(change)`, but true without a marker of its own in a case that
+    recorded the `GENERATION` marker at its start (`CaseWorkflowBase.begin`)."""
+    wf = workflow.instance()
+    if change in GENERATION_CHANGES and getattr(wf, "generation", False):
+        return True
+    return workflow.patched(change)
+
 
 class _Batch:
     def __init__(self) -> None:
@@ -114,7 +144,7 @@ async def batched() -> AsyncIterator[None]:
     in order, in one local activity when it ends. Writes that return a value (deadlines,
     rule sets) still run at once. A block inside a block joins the outer one."""
     current = _batch.get()
-    if (current is not None and current.open) or not workflow.patched(BATCHED_BOOKKEEPING):
+    if (current is not None and current.open) or not patched(BATCHED_BOOKKEEPING):
         yield
         return
     batch = _Batch()
@@ -151,7 +181,7 @@ async def bookkeeping(
     if batch is not None and batch.open and name in _BATCHABLE:
         batch.entries.append(BookkeepingEntry(**{_BATCHABLE[name]: arg.model_copy(deep=True)}))
         return None
-    if workflow.patched(LOCAL_BOOKKEEPING):
+    if patched(LOCAL_BOOKKEEPING):
         return await workflow.execute_local_activity(name, arg, result_type=result_type, **LOCAL)
     return await workflow.execute_activity(name, arg, result_type=result_type, **before)
 
@@ -166,7 +196,7 @@ async def case_rules(
     procedure: str, start: CaseStart | KandasStart, model: type[RulesT], filed_at: datetime
 ) -> RulesT:
     """The rule set the case runs under, from the start input or loaded by a local step."""
-    if start.rules is not None and workflow.patched(RULES_IN_START):
+    if start.rules is not None and patched(RULES_IN_START):
         return model.model_validate(start.rules)
     rules: RulesT = await bookkeeping(
         act.LOAD_RULES,
@@ -251,6 +281,12 @@ class CaseWorkflowBase:
         self.deliveries: list[asyncio.Task[None]] = []
         self.index_search_attributes = True
         self.clocks: dict[str, Any] = {}  # name -> LegalClock (registered by the clock itself)
+        self.generation = False  # the case recorded the GENERATION marker (see `patched`)
+
+    def begin(self) -> None:
+        """The first thing a procedure's run does: a new case records the `GENERATION`
+        marker; a history recorded before it has none and asks each change on its own."""
+        self.generation = workflow.patched(GENERATION)
 
     # ------------------------------------------------------------------ timeline
 
@@ -343,7 +379,7 @@ class CaseWorkflowBase:
             text_kk=text_kk,
             data=data,
         )
-        if workflow.patched(MERGED_BOOKKEEPING):
+        if patched(MERGED_BOOKKEEPING):
             await bookkeeping(act.NOTIFY, note.model_copy(update={"case": self.snapshot(ev)}))
             return
         await bookkeeping(act.NOTIFY, note)

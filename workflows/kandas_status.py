@@ -144,6 +144,7 @@ class KandasStatusWorkflow(CaseWorkflowBase):
 
     @workflow.run
     async def run(self, start: KandasStart) -> KandasResult:
+        self.begin()
         result = await self._process(start)
         await self.settle_deliveries()
         return result

@@ -32,7 +32,13 @@ with workflow.unsafe.imports_passed_through():
     from casework.rules import ClockRule
 
     from workflows import activity_names as act
-    from workflows.case_base import MERGED_BOOKKEEPING, CaseWorkflowBase, batched, bookkeeping
+    from workflows.case_base import (
+        MERGED_BOOKKEEPING,
+        CaseWorkflowBase,
+        batched,
+        bookkeeping,
+        patched,
+    )
 
 CALC: workflow.ActivityConfig = {"start_to_close_timeout": timedelta(seconds=30)}
 NOTIFIED = {
@@ -219,7 +225,7 @@ class LegalClock:
             event=event,
             rev=self.wf._seq,
         )
-        if workflow.patched(MERGED_BOOKKEEPING):
+        if patched(MERGED_BOOKKEEPING):
             await bookkeeping(
                 act.PROJECT_CLOCK, proj.model_copy(update={"case": self.wf.snapshot()})
             )
@@ -227,7 +233,7 @@ class LegalClock:
             await bookkeeping(act.PROJECT_CLOCK, proj)
             await self.wf.project()
         # Histories recorded before webhooks existed have no delivery activities.
-        if kind in NOTIFIED and workflow.patched("sla-webhooks"):
+        if kind in NOTIFIED and patched("sla-webhooks"):
             assert self.wf.projection is not None
             self.wf.start_delivery(
                 ClockNotice(

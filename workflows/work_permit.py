@@ -61,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         batched,
         case_rules,
         decision_form_errors,
+        patched,
         problem,
     )
     from workflows.legal_clock import LegalClock
@@ -145,6 +146,7 @@ class WorkPermitWorkflow(CaseWorkflowBase):
 
     @workflow.run
     async def run(self, start: CaseStart) -> CaseResult:
+        self.begin()
         result = await self._process(start)
         await self.settle_deliveries()
         return result
@@ -166,7 +168,7 @@ class WorkPermitWorkflow(CaseWorkflowBase):
         consideration = LegalClock(
             self, "consideration", "consideration", rules.clocks["consideration"], self._on_breach
         )
-        first_steps_batched = workflow.patched(FIRST_STEPS_BATCHED)
+        first_steps_batched = patched(FIRST_STEPS_BATCHED)
         if first_steps_batched:
             # The case row and its running clock in one write (the deadline is computed
             # first, at once); older histories wrote the case row, then the clock.
@@ -216,7 +218,7 @@ class WorkPermitWorkflow(CaseWorkflowBase):
                 case_id=self.case_id, quota_key=quota_key(rules, app.region, app.category)
             )
         )
-        if workflow.patched(LOCAL_QUOTA):
+        if patched(LOCAL_QUOTA):
             # The quota unit is reserved (a local step in the read-model database) while the
             # registries answer: the decision needs both and neither depends on the other.
             checks, reserved = await asyncio.gather(
@@ -264,7 +266,7 @@ class WorkPermitWorkflow(CaseWorkflowBase):
 
     async def _ledger(self, step: str, req: QuotaRequest) -> QuotaResult:
         """A quota ledger step (idempotent per case): local in new histories."""
-        if workflow.patched(LOCAL_QUOTA):
+        if patched(LOCAL_QUOTA):
             done: QuotaResult = await workflow.execute_local_activity(
                 step, req, result_type=QuotaResult, **LOCAL
             )
