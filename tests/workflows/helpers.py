@@ -8,7 +8,8 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
-from temporalio.client import WorkflowHandle
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHandle, WorkflowHistory
 
 from casework.contracts import Actor, CompleteTask, TaskKind, TaskSpec
 from casework.db import CaseEventRow, CaseRow, ClockRow, NotificationRow
@@ -81,9 +82,33 @@ def notices(engine: Engine, case_id: str) -> list[NotificationRow]:
         return list(s.exec(select(NotificationRow).where(NotificationRow.case_id == case_id)))
 
 
+async def settled_history(handle: WorkflowHandle[Any, Any], timeout: float = 30) -> WorkflowHistory:
+    """The case's history once no workflow task is in flight. What a workflow task did
+    (its local steps' markers) is recorded when the task completes, and the read-model
+    rows its local steps wrote can be visible before that."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        history = await handle.fetch_history()
+        kinds = [ev.event_type for ev in history.events]
+        scheduled = kinds.count(EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED)
+        ended = sum(kinds.count(k) for k in _WORKFLOW_TASK_ENDED)
+        if scheduled == ended or loop.time() > end:
+            return history
+        await asyncio.sleep(0.05)
+
+
+_WORKFLOW_TASK_ENDED = (
+    EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+    EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED,
+    EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT,
+)
+
+
 async def local_steps(handle: WorkflowHandle[Any, Any]) -> list[str]:
-    """The local activities a case ran, in order, read from its history's markers."""
-    history = await handle.fetch_history()
+    """The local activities a case ran, in order, read from its history's markers (of
+    every workflow task completed so far; none is left in flight)."""
+    history = await settled_history(handle)
     names = []
     for ev in history.events:
         if ev.HasField("marker_recorded_event_attributes"):

@@ -9,11 +9,11 @@ from typing import Any
 
 from temporalio.client import WorkflowHandle
 
-from casework.contracts import PermitCategory, TaskKind
+from casework.contracts import PermitCategory
 from casework.rules import WorkPermitRules, load_rules
 from tests.factories import case_start
 from tests.workflows.conftest import CaseRunner
-from tests.workflows.helpers import case_row, local_steps, wait_task, wait_until
+from tests.workflows.helpers import case_row, local_steps, wait_until
 from workflows.work_permit import WorkPermitWorkflow
 
 
@@ -24,12 +24,6 @@ async def start(cases: CaseRunner, **fields: Any) -> WorkflowHandle[Any, Any]:
     return await cases.env.client.start_workflow(
         WorkPermitWorkflow.run, case, id=case.case_id, task_queue=cases.settings.task_queue
     )
-
-
-async def first_task_step_recorded(handle: WorkflowHandle[Any, Any]) -> None:
-    """The case row can be written before the workflow task that wrote it is recorded in
-    the history; once the first task is open (a later workflow task), that one is."""
-    await wait_task(handle, TaskKind.document_check)
 
 
 def fee(cases: CaseRunner, case_id: str) -> int | None:
@@ -46,7 +40,6 @@ async def test_the_rule_set_in_the_start_is_the_one_the_case_uses(cases: CaseRun
 
     handle = await start(cases, rules=rules, ruleset_version=in_force.version)
     await wait_until(lambda: fee(cases, handle.id) == expected)
-    await first_task_step_recorded(handle)
 
     assert "load_rules" not in await local_steps(handle)
 
@@ -56,6 +49,5 @@ async def test_a_start_without_the_rule_set_loads_it(cases: CaseRunner) -> None:
 
     handle = await start(cases)
     await wait_until(lambda: fee(cases, handle.id) == in_force.fee_kzt(PermitCategory("3"), None))
-    await first_task_step_recorded(handle)
 
     assert "load_rules" in await local_steps(handle)

@@ -5,24 +5,22 @@ an event and a visibility write each. Older histories keep their own markers and
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
-from typing import Any
 
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowHistory
 
 from casework.contracts import TaskKind
 from tests.workflows.conftest import CaseRunner
-from tests.workflows.helpers import complete, wait_task
+from tests.workflows.helpers import complete, settled_history, wait_task
 from workflows.case_base import GENERATION, GENERATION_CHANGES
 
 PATCH_MARKER = "core_patch"
+HISTORIES = Path(__file__).parent / "histories"
 
 
-async def change_markers(handle: WorkflowHandle[Any, Any]) -> list[str]:
-    """The change (patch) ids a case's history recorded, in order."""
-    history = await handle.fetch_history()
+def change_markers(history: WorkflowHistory) -> list[str]:
+    """The change (patch) ids a history recorded, in order."""
     ids = []
     for ev in history.events:
         m = ev.marker_recorded_event_attributes
@@ -31,8 +29,7 @@ async def change_markers(handle: WorkflowHandle[Any, Any]) -> list[str]:
     return ids
 
 
-async def version_upserts(handle: WorkflowHandle[Any, Any]) -> int:
-    history = await handle.fetch_history()
+def version_upserts(history: WorkflowHistory) -> int:
     return sum(
         1
         for ev in history.events
@@ -47,20 +44,20 @@ async def test_a_new_case_records_one_change_marker(cases: CaseRunner) -> None:
     await complete(handle, TaskKind.document_check, {"outcome": "complete"})
     # Past the registry checks and the quota reservation: every change has been asked.
     await wait_task(handle, TaskKind.decision)
+    history = await settled_history(handle)
 
-    assert await change_markers(handle) == [GENERATION]
-    assert await version_upserts(handle) == 1
+    assert change_markers(history) == [GENERATION]
+    assert version_upserts(history) == 1
 
 
 def test_the_generation_names_every_change_a_new_case_used_to_mark() -> None:
-    # The changes whose markers the v5 and v6 histories (the last before the generation)
-    # carry: a case of today's code takes each of them.
-    histories = Path(__file__).parent / "histories"
-    marked: set[str] = set()
-    for path in histories.glob("*.v[56].json"):
-        for ev in json.loads(path.read_text())["events"]:
-            attrs = ev.get("markerRecordedEventAttributes")
-            if attrs and attrs.get("markerName") == PATCH_MARKER:
-                data = attrs["details"]["patch-data"]["payloads"][0]["data"]
-                marked.add(json.loads(base64.b64decode(data))["id"])
+    # The changes marked in the v5 and v6 histories (the last before the generation): a
+    # case of today's code takes each of them.
+    marked = {
+        change
+        for path in HISTORIES.glob("*.v[56].json")
+        for change in change_markers(
+            WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
+        )
+    }
     assert marked and marked <= GENERATION_CHANGES
