@@ -11,9 +11,9 @@ REPO = Path(__file__).resolve().parent.parent
 HISTORIES = REPO / "tests" / "workflows" / "histories"
 # The newest recorded generation of the approved path (today's code: bookkeeping as
 # local activities in batched steps, local quota steps, the rule set in the start input,
-# the first steps written together, one change marker per case); older generations are
-# kept for replay only.
-APPROVED = HISTORIES / "work_permit_approved.v7.json"
+# the first steps written together, one change marker per case, registry queries asked as
+# local steps first); older generations are kept for replay only.
+APPROVED = HISTORIES / "work_permit_approved.v8.json"
 
 
 def load_history_json(path: Path = APPROVED) -> dict[str, Any]:

@@ -17,7 +17,12 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    FailureError,
+    is_cancelled_exception,
+)
 
 with workflow.unsafe.imports_passed_through():
     from casework.contracts import (
@@ -100,10 +105,9 @@ _BATCHABLE = {
 # search attribute: seven more events and seven visibility writes per case, five of them
 # before its first task. A case started by today's code records one marker instead, at its
 # start, and takes every change it names; older histories have no such marker and keep
-# asking each patch where they recorded it. A later change gets its own patch (or a new
-# generation naming it too), never a place in this set.
-GENERATION = "generation-7"
-GENERATION_CHANGES = frozenset(
+# asking each patch where they recorded it. A later change joins a new generation that
+# names every change before it too; a generation's set never changes once recorded.
+_GENERATION_7 = frozenset(
     {
         "local-bookkeeping",
         "merged-bookkeeping",
@@ -114,13 +118,22 @@ GENERATION_CHANGES = frozenset(
         "first-steps-batched",
     }
 )
+# Registry queries are asked as local steps first (`registry_query`).
+REGISTRIES_LOCAL_FIRST = "registries-local-first"
+# Newest first: a new case records the first; `begin` finds which one a history recorded.
+GENERATIONS: dict[str, frozenset[str]] = {
+    "generation-8": _GENERATION_7 | {REGISTRIES_LOCAL_FIRST},
+    "generation-7": _GENERATION_7,
+}
+GENERATION = next(iter(GENERATIONS))
+GENERATION_CHANGES = GENERATIONS[GENERATION]
 
 
 def patched(change: str) -> bool:
-    """`workflow.patched(change)`, but true without a marker of its own in a case that
-    recorded the `GENERATION` marker at its start (`CaseWorkflowBase.begin`)."""
+    """`workflow.patched(change)`, but true without a marker of its own in a case whose
+    generation marker (recorded at its start, `CaseWorkflowBase.begin`) names the change."""
     wf = workflow.instance()
-    if change in GENERATION_CHANGES and getattr(wf, "generation", False):
+    if change in getattr(wf, "generation_changes", ()):
         return True
     return workflow.patched(change)  # noqa: TID251 - a change asked on its own
 
@@ -184,6 +197,54 @@ async def bookkeeping(
     if patched(LOCAL_BOOKKEEPING):
         return await workflow.execute_local_activity(name, arg, result_type=result_type, **LOCAL)
     return await workflow.execute_activity(name, arg, result_type=result_type, **before)
+
+
+# External registries are slow and sometimes down: retry with backoff for up to a day;
+# the case simply waits (and its clock keeps running).
+REGISTRY: workflow.ActivityConfig = {
+    "start_to_close_timeout": timedelta(seconds=60),
+    "schedule_to_close_timeout": timedelta(days=1),
+    "retry_policy": RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(minutes=5),
+    ),
+}
+# ...but they answer within a second almost always, so a query is asked first as a local
+# step: inside the workflow task, with no round trip through the server for the activity
+# and none for the workflow task that follows it. A few quick attempts; a registry still
+# down or slow after them is asked again as a regular activity under `REGISTRY`.
+REGISTRY_LOCAL: workflow.LocalActivityConfig = {
+    "start_to_close_timeout": timedelta(seconds=10),
+    "schedule_to_close_timeout": timedelta(seconds=20),
+    "retry_policy": RetryPolicy(
+        initial_interval=timedelta(milliseconds=200),
+        backoff_coefficient=2.0,
+        maximum_attempts=3,
+    ),
+}
+
+
+async def registry_query(
+    name: str, arg: Any, result_type: type, config: workflow.ActivityConfig = REGISTRY
+) -> Any:
+    """Ask an external registry (a query, or a call idempotent per case): locally first in
+    new histories, then durably with the day-long retry; older histories ask durably."""
+    if patched(REGISTRIES_LOCAL_FIRST):
+        try:
+            return await workflow.execute_local_activity(
+                name, arg, result_type=result_type, **REGISTRY_LOCAL
+            )
+        except FailureError as err:  # a local step's failure may arrive unwrapped
+            failure = err.cause if isinstance(err, ActivityError) else err
+            if is_cancelled_exception(err) or (
+                isinstance(failure, ApplicationError) and failure.non_retryable
+            ):
+                raise  # cancelled, or a refusal no retry can change
+            workflow.logger.warning(
+                "%s did not answer in the local attempts (%s): asking it durably", name, failure
+            )
+    return await workflow.execute_activity(name, arg, result_type=result_type, **config)
 
 
 # The rule set arrives in the start input (the API loaded it to validate the application);
@@ -281,12 +342,18 @@ class CaseWorkflowBase:
         self.deliveries: list[asyncio.Task[None]] = []
         self.index_search_attributes = True
         self.clocks: dict[str, Any] = {}  # name -> LegalClock (registered by the clock itself)
-        self.generation = False  # the case recorded the GENERATION marker (see `patched`)
+        # The changes named by the generation marker the case recorded (see `patched`).
+        self.generation_changes: frozenset[str] = frozenset()
 
     def begin(self) -> None:
         """The first thing a procedure's run does: a new case records the `GENERATION`
-        marker; a history recorded before it has none and asks each change on its own."""
-        self.generation = workflow.patched(GENERATION)  # noqa: TID251 - the generation itself
+        marker; a history of an older generation finds its own (asking for a marker a
+        history lacks records nothing on replay); one recorded before any has none and asks
+        each change on its own."""
+        for name, changes in GENERATIONS.items():
+            if workflow.patched(name):  # noqa: TID251 - the generation itself
+                self.generation_changes = changes
+                return
 
     # ------------------------------------------------------------------ timeline
 

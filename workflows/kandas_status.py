@@ -68,14 +68,16 @@ with workflow.unsafe.imports_passed_through():
     from workflows import activity_names as act
     from workflows.case_base import (
         PROJECTION,
+        REGISTRY,
         CaseWorkflowBase,
         case_rules,
         decision_form_errors,
         problem,
+        registry_query,
     )
     from workflows.legal_clock import LegalClock
     from workflows.search_attributes import CASE_REGION
-    from workflows.work_permit import REGISTRY, add_months
+    from workflows.work_permit import add_months
 
 PROCEDURE = "kandas_status"
 
@@ -269,12 +271,8 @@ class KandasStatusWorkflow(CaseWorkflowBase):
         )
         passports = [app.applicant.passport_number, *(m.passport_number for m in app.family)]
         identity, records, security = await asyncio.gather(
-            workflow.execute_activity(
-                act.KANDAS_CHECK_IDENTITY, identity_req, result_type=CheckFinding, **REGISTRY
-            ),
-            workflow.execute_activity(
-                act.KANDAS_CHECK_RECORDS, identity_req, result_type=CheckFinding, **REGISTRY
-            ),
+            registry_query(act.KANDAS_CHECK_IDENTITY, identity_req, CheckFinding),
+            registry_query(act.KANDAS_CHECK_RECORDS, identity_req, CheckFinding),
             workflow.execute_activity(
                 act.KANDAS_SECURITY_CHECK,
                 SecurityCheckRequest(case_id=self.case_id, passport_numbers=passports),

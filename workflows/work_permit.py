@@ -15,7 +15,6 @@ from typing import Any
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from casework.contracts import (
@@ -63,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
         decision_form_errors,
         patched,
         problem,
+        registry_query,
     )
     from workflows.legal_clock import LegalClock
 
@@ -74,18 +74,6 @@ LOCAL_QUOTA = "local-quota"
 # A new case writes its row with its clock, and its vacancy check with its first task (two
 # steps fewer); older histories write each on its own.
 FIRST_STEPS_BATCHED = "first-steps-batched"
-
-# External registries are slow and sometimes down: retry with backoff for up to a day;
-# the case simply waits (and its clock keeps running).
-REGISTRY: workflow.ActivityConfig = {
-    "start_to_close_timeout": timedelta(seconds=60),
-    "schedule_to_close_timeout": timedelta(days=1),
-    "retry_policy": RetryPolicy(
-        initial_interval=timedelta(seconds=1),
-        backoff_coefficient=2.0,
-        maximum_interval=timedelta(minutes=5),
-    ),
-}
 
 
 def add_months(d: date, months: int) -> date:
@@ -184,7 +172,7 @@ class WorkPermitWorkflow(CaseWorkflowBase):
         findings: dict[str, Any] = {}
         proposed: list[str] = []
 
-        vacancy = await workflow.execute_activity(
+        vacancy: VacancyCheckResult = await registry_query(
             act.CHECK_VACANCY,
             VacancyCheck(
                 vacancy_code=app.vacancy_code,
@@ -192,8 +180,7 @@ class WorkPermitWorkflow(CaseWorkflowBase):
                 filed_on=filed_at.astimezone(KZ_TZ).date(),
                 min_posting_days=rules.vacancy_min_posting_days,
             ),
-            result_type=VacancyCheckResult,
-            **REGISTRY,
+            VacancyCheckResult,
         )
         findings["vacancy"] = vacancy.model_dump(mode="json")
         if not vacancy.ok:
@@ -256,8 +243,8 @@ class WorkPermitWorkflow(CaseWorkflowBase):
     # ------------------------------------------------------------------ steps
 
     async def _registry_checks(self, req: RegistryCheckRequest) -> RegistryCheckResult:
-        result: RegistryCheckResult = await workflow.execute_activity(
-            act.RUN_REGISTRY_CHECKS, req, result_type=RegistryCheckResult, **REGISTRY
+        result: RegistryCheckResult = await registry_query(
+            act.RUN_REGISTRY_CHECKS, req, RegistryCheckResult
         )
         return result
 
@@ -399,11 +386,11 @@ class WorkPermitWorkflow(CaseWorkflowBase):
                     self, "fee_payment", "fee_payment", rules.clocks["fee_payment"], self._on_breach
                 )
                 due = await fee_clock.start()
-            invoice = await workflow.execute_activity(
+            # One invoice per case (its id is the case's), so a repeated call is safe.
+            invoice: InvoiceInfo = await registry_query(
                 act.CREATE_INVOICE,
                 InvoiceRequest(case_id=self.case_id, amount_kzt=self.fee_kzt, due=due.deadline),
-                result_type=InvoiceInfo,
-                **REGISTRY,
+                InvoiceInfo,
             )
             await self.notify(
                 Role.employer,

@@ -13,7 +13,7 @@ from temporalio.client import WorkflowHistory
 from casework.contracts import TaskKind
 from tests.workflows.conftest import CaseRunner
 from tests.workflows.helpers import complete, settled_history, wait_task
-from workflows.case_base import GENERATION, GENERATION_CHANGES
+from workflows.case_base import GENERATION, GENERATION_CHANGES, GENERATIONS
 
 PATCH_MARKER = "core_patch"
 HISTORIES = Path(__file__).parent / "histories"
@@ -61,3 +61,20 @@ def test_the_generation_names_every_change_a_new_case_used_to_mark() -> None:
         )
     }
     assert marked and marked <= GENERATION_CHANGES
+
+
+def test_each_generation_takes_every_change_of_the_one_before() -> None:
+    # A case of a newer generation must not lose a change an older one took: its code
+    # paths are the older generation's plus the new changes.
+    sets = list(GENERATIONS.values())  # newest first
+    assert sets[0] == GENERATION_CHANGES
+    for newer, older in zip(sets, sets[1:], strict=False):
+        assert older < newer
+
+
+def test_a_history_of_an_older_generation_records_its_own_marker() -> None:
+    # The v7 histories recorded generation-7; today's code replays them with its changes
+    # only (test_replay_recorded_histories.py), asking nothing more of them.
+    for path in HISTORIES.glob("*.v7.json"):
+        history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
+        assert change_markers(history) == ["generation-7"]

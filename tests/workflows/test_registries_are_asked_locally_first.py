@@ -1,0 +1,78 @@
+"""A case asks the external registries inside its own workflow tasks (local steps), so a
+completed document check leads to the decision task with no round trip through the
+server in between; a registry still down after the quick local attempts is asked again
+durably (the day-long retry), and the case waits for it instead of failing."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import date
+
+from temporalio.testing import WorkflowEnvironment
+
+from activities.registries import (
+    RegistryUnavailable,
+    SimulatedLabourExchange,
+    VacancyInfo,
+    simulated_registries,
+)
+from casework.contracts import TaskKind
+from casework.runtime import build_worker
+from casework.settings import Settings
+from tests.workflows.conftest import CaseRunner
+from tests.workflows.helpers import complete, local_steps, settled_history, wait_task
+
+
+def scheduled_activities(history) -> list[str]:  # type: ignore[no-untyped-def]
+    return [
+        ev.activity_task_scheduled_event_attributes.activity_type.name
+        for ev in history.events
+        if ev.HasField("activity_task_scheduled_event_attributes")
+    ]
+
+
+async def test_the_registries_answer_inside_the_cases_own_steps(cases: CaseRunner) -> None:
+    handle = await cases.start()
+    await complete(handle, TaskKind.document_check, {"outcome": "complete"})
+    task = await wait_task(handle, TaskKind.decision)
+
+    assert task.context["findings"]["vacancy"]["ok"] is True
+    assert task.context["findings"]["registries"]
+    steps = await local_steps(handle)
+    assert {"check_vacancy", "run_registry_checks"} <= set(steps)
+    assert scheduled_activities(await settled_history(handle)) == []
+
+
+class DownForAWhile(SimulatedLabourExchange):
+    """The labour exchange is down for its first `outage` calls, then answers."""
+
+    def __init__(self, outage: int) -> None:
+        super().__init__(latency=0, failure_rate=0, seed=None)
+        self.outage = outage
+        self.calls = 0
+
+    async def get_vacancy(self, code: str, employer_bin: str, as_of: date) -> VacancyInfo:
+        self.calls += 1
+        if self.calls <= self.outage:
+            raise RegistryUnavailable("Labour exchange temporarily unavailable")
+        return await super().get_vacancy(code, employer_bin, as_of)
+
+
+async def test_a_registry_down_for_the_local_attempts_is_asked_durably(
+    ts_env: WorkflowEnvironment, wf_settings: Settings
+) -> None:
+    exchange = DownForAWhile(outage=3)  # every local attempt fails
+    registries = dataclasses.replace(
+        simulated_registries(latency=0, failure_rate=0), labour_exchange=exchange
+    )
+    worker, pool = build_worker(ts_env.client, wf_settings, registries=registries)
+    async with worker:
+        cases = CaseRunner(ts_env, wf_settings)
+        handle = await cases.start()
+        task = await wait_task(handle, TaskKind.document_check)
+        history = await settled_history(handle)
+    pool.shutdown(wait=False)
+
+    assert task.kind == TaskKind.document_check  # the case went on, not failed
+    assert exchange.calls == 4  # three local attempts, then one durable
+    assert scheduled_activities(history) == ["check_vacancy"]
