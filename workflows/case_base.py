@@ -118,11 +118,12 @@ _GENERATION_7 = frozenset(
         "first-steps-batched",
     }
 )
-# Registry queries are asked as local steps first (`registry_query`).
+# Registry queries are asked as local steps first (`registry_query`); the work permit
+# writes its `registry_checks` status beside them (`status-beside-checks`).
 REGISTRIES_LOCAL_FIRST = "registries-local-first"
 # Newest first: a new case records the first; `begin` finds which one a history recorded.
 GENERATIONS: dict[str, frozenset[str]] = {
-    "generation-8": _GENERATION_7 | {REGISTRIES_LOCAL_FIRST},
+    "generation-8": _GENERATION_7 | {REGISTRIES_LOCAL_FIRST, "status-beside-checks"},
     "generation-7": _GENERATION_7,
 }
 GENERATION = next(iter(GENERATIONS))

@@ -74,6 +74,7 @@ LOCAL_QUOTA = "local-quota"
 # A new case writes its row with its clock, and its vacancy check with its first task (two
 # steps fewer); older histories write each on its own.
 FIRST_STEPS_BATCHED = "first-steps-batched"
+STATUS_BESIDE_CHECKS = "status-beside-checks"
 
 
 def add_months(d: date, months: int) -> date:
@@ -192,7 +193,12 @@ class WorkPermitWorkflow(CaseWorkflowBase):
             await self.project(checked)
             await self._document_check(consideration)
 
-        await self.set_status(CaseStatus.registry_checks)
+        # The status is written beside the checks and the reservation (one round of local
+        # steps fewer in the workflow task of a completed document check); older
+        # histories write it first.
+        status_beside_checks = patched(STATUS_BESIDE_CHECKS)
+        if not status_beside_checks:
+            await self.set_status(CaseStatus.registry_checks)
         checks_req = RegistryCheckRequest(
             employer_bin=app.employer.bin,
             passport_number=app.worker.passport_number,
@@ -208,11 +214,14 @@ class WorkPermitWorkflow(CaseWorkflowBase):
         if patched(LOCAL_QUOTA):
             # The quota unit is reserved (a local step in the read-model database) while the
             # registries answer: the decision needs both and neither depends on the other.
-            checks, reserved = await asyncio.gather(
+            status = [self.set_status(CaseStatus.registry_checks)] if status_beside_checks else []
+            outcome: list[Any] = await asyncio.gather(
+                *status,
                 self._registry_checks(checks_req),
                 self._reserve_quota(quota_req),
                 return_exceptions=True,
             )
+            checks, reserved = outcome[-2:]
             if isinstance(reserved, BaseException):
                 raise reserved
             self.quota = reserved

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 from datetime import date
 
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from activities.registries import (
@@ -17,10 +19,17 @@ from activities.registries import (
     simulated_registries,
 )
 from casework.contracts import TaskKind
+from casework.db import TaskRow
 from casework.runtime import build_worker
 from casework.settings import Settings
 from tests.workflows.conftest import CaseRunner
-from tests.workflows.helpers import complete, local_steps, settled_history, wait_task
+from tests.workflows.helpers import (
+    complete,
+    events,
+    local_steps,
+    settled_history,
+    wait_task,
+)
 
 
 def scheduled_activities(history) -> list[str]:  # type: ignore[no-untyped-def]
@@ -31,13 +40,28 @@ def scheduled_activities(history) -> list[str]:  # type: ignore[no-untyped-def]
     ]
 
 
+def task_rows(engine: Engine, case_id: str) -> dict[str, str]:
+    with Session(engine) as s:
+        rows = s.exec(select(TaskRow).where(TaskRow.case_id == case_id))
+        return {row.kind: row.status for row in rows}
+
+
 async def test_the_registries_answer_inside_the_cases_own_steps(cases: CaseRunner) -> None:
     handle = await cases.start()
     await complete(handle, TaskKind.document_check, {"outcome": "complete"})
+    # When the caseworker's completion is answered, the checks have run and the decision
+    # task is already in the inbox (one workflow task from the completion to it).
+    assert task_rows(cases.engine, handle.id) == {"document_check": "done", "decision": "open"}
     task = await wait_task(handle, TaskKind.decision)
 
     assert task.context["findings"]["vacancy"]["ok"] is True
     assert task.context["findings"]["registries"]
+    timeline = [(e.kind, e.data.get("status")) for e in events(cases.engine, handle.id)]
+    assert (
+        timeline.index(("task_completed", None))
+        < timeline.index(("status", "registry_checks"))
+        < timeline.index(("checks_completed", None))
+    )
     steps = await local_steps(handle)
     assert {"check_vacancy", "run_registry_checks"} <= set(steps)
     assert scheduled_activities(await settled_history(handle)) == []
