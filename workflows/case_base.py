@@ -119,11 +119,13 @@ _GENERATION_7 = frozenset(
     }
 )
 # Registry queries are asked as local steps first (`registry_query`); the work permit
-# writes its `registry_checks` status beside them (`status-beside-checks`).
+# writes its `registry_checks` status beside them (`status-beside-checks`) and a new case's
+# first steps in one write (`first-steps-together`).
 REGISTRIES_LOCAL_FIRST = "registries-local-first"
 # Newest first: a new case records the first; `begin` finds which one a history recorded.
 GENERATIONS: dict[str, frozenset[str]] = {
-    "generation-8": _GENERATION_7 | {REGISTRIES_LOCAL_FIRST, "status-beside-checks"},
+    "generation-8": _GENERATION_7
+    | {REGISTRIES_LOCAL_FIRST, "status-beside-checks", "first-steps-together"},
     "generation-7": _GENERATION_7,
 }
 GENERATION = next(iter(GENERATIONS))
@@ -232,20 +234,29 @@ async def registry_query(
     """Ask an external registry (a query, or a call idempotent per case): locally first in
     new histories, then durably with the day-long retry; older histories ask durably."""
     if patched(REGISTRIES_LOCAL_FIRST):
-        try:
-            return await workflow.execute_local_activity(
-                name, arg, result_type=result_type, **REGISTRY_LOCAL
-            )
-        except FailureError as err:  # a local step's failure may arrive unwrapped
-            failure = err.cause if isinstance(err, ActivityError) else err
-            if is_cancelled_exception(err) or (
-                isinstance(failure, ApplicationError) and failure.non_retryable
-            ):
-                raise  # cancelled, or a refusal no retry can change
-            workflow.logger.warning(
-                "%s did not answer in the local attempts (%s): asking it durably", name, failure
-            )
+        answer = await ask_registry_locally(name, arg, result_type)
+        if answer is not None:
+            return answer
     return await workflow.execute_activity(name, arg, result_type=result_type, **config)
+
+
+async def ask_registry_locally(name: str, arg: Any, result_type: type) -> Any:
+    """The registry's answer from the quick local attempts, or None if it did not give one
+    (down or slow): the caller asks it again durably."""
+    try:
+        return await workflow.execute_local_activity(
+            name, arg, result_type=result_type, **REGISTRY_LOCAL
+        )
+    except FailureError as err:  # a local step's failure may arrive unwrapped
+        failure = err.cause if isinstance(err, ActivityError) else err
+        if is_cancelled_exception(err) or (
+            isinstance(failure, ApplicationError) and failure.non_retryable
+        ):
+            raise  # cancelled, or a refusal no retry can change
+        workflow.logger.warning(
+            "%s did not answer in the local attempts (%s): asking it durably", name, failure
+        )
+        return None
 
 
 # The rule set arrives in the start input (the API loaded it to validate the application);

@@ -56,7 +56,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case_base import (
         LOCAL,
         PROJECTION,
+        REGISTRY,
         CaseWorkflowBase,
+        ask_registry_locally,
         batched,
         case_rules,
         decision_form_errors,
@@ -75,6 +77,7 @@ LOCAL_QUOTA = "local-quota"
 # steps fewer); older histories write each on its own.
 FIRST_STEPS_BATCHED = "first-steps-batched"
 STATUS_BESIDE_CHECKS = "status-beside-checks"
+FIRST_STEPS_TOGETHER = "first-steps-together"
 
 
 def add_months(d: date, months: int) -> date:
@@ -157,40 +160,34 @@ class WorkPermitWorkflow(CaseWorkflowBase):
         consideration = LegalClock(
             self, "consideration", "consideration", rules.clocks["consideration"], self._on_breach
         )
-        first_steps_batched = patched(FIRST_STEPS_BATCHED)
-        if first_steps_batched:
+        findings: dict[str, Any] = {}
+        proposed: list[str] = []
+        vacancy_req = VacancyCheck(
+            vacancy_code=app.vacancy_code,
+            employer_bin=app.employer.bin,
+            filed_on=filed_at.astimezone(KZ_TZ).date(),
+            min_posting_days=rules.vacancy_min_posting_days,
+        )
+        if patched(FIRST_STEPS_TOGETHER):
+            await self._first_steps(
+                started, filed_at, consideration, vacancy_req, findings, proposed
+            )
+        elif patched(FIRST_STEPS_BATCHED):
             # The case row and its running clock in one write (the deadline is computed
-            # first, at once); older histories wrote the case row, then the clock.
+            # first, at once), then the vacancy check's entry with the document-check task.
             async with batched():
                 await self.project(started)
                 await consideration.start(filed_at)
             self.registered = True
-        else:
+            vacancy = await registry_query(act.CHECK_VACANCY, vacancy_req, VacancyCheckResult)
+            checked = self._vacancy_checked(vacancy, findings, proposed)
+            await self._document_check(consideration, checked)
+        else:  # the oldest histories write each on its own
             await self.project(started)
             self.registered = True
             await consideration.start(filed_at)
-
-        findings: dict[str, Any] = {}
-        proposed: list[str] = []
-
-        vacancy: VacancyCheckResult = await registry_query(
-            act.CHECK_VACANCY,
-            VacancyCheck(
-                vacancy_code=app.vacancy_code,
-                employer_bin=app.employer.bin,
-                filed_on=filed_at.astimezone(KZ_TZ).date(),
-                min_posting_days=rules.vacancy_min_posting_days,
-            ),
-            VacancyCheckResult,
-        )
-        findings["vacancy"] = vacancy.model_dump(mode="json")
-        if not vacancy.ok:
-            proposed.append("vacancy_not_posted")
-        checked = self.event("vacancy_checked", **findings["vacancy"])
-        if first_steps_batched:  # written with the document-check task it leads to
-            await self._document_check(consideration, checked)
-        else:
-            await self.project(checked)
+            vacancy = await registry_query(act.CHECK_VACANCY, vacancy_req, VacancyCheckResult)
+            await self.project(self._vacancy_checked(vacancy, findings, proposed))
             await self._document_check(consideration)
 
         # The status is written beside the checks and the reservation (one round of local
@@ -307,25 +304,79 @@ class WorkPermitWorkflow(CaseWorkflowBase):
             {"findings": findings, "proposed_grounds": sorted(set(proposed))},
         )
 
-    async def _document_check(
+    async def _first_steps(
+        self,
+        started: CaseEventIn,
+        filed_at: datetime,
+        consideration: LegalClock,
+        vacancy_req: VacancyCheck,
+        findings: dict[str, Any],
+        proposed: list[str],
+    ) -> None:
+        """A new case's first steps in one write: the labour exchange is asked while the
+        deadline is computed, then the case row, its running clock, the check's timeline
+        entry and the document-check task are written together. If the exchange does not
+        answer in the local attempts, the case row and clock are written first and it is
+        asked durably (the case waits; its clock runs)."""
+        asked = asyncio.ensure_future(
+            ask_registry_locally(act.CHECK_VACANCY, vacancy_req, VacancyCheckResult)
+        )
+        first: TaskSpec | None = None
+        async with batched():
+            await self.project(started)
+            await consideration.start(filed_at)
+            vacancy: VacancyCheckResult | None = await asked
+            if vacancy is not None:
+                checked = self._vacancy_checked(vacancy, findings, proposed)
+                first = await self._open_document_check(consideration, checked)
+        self.registered = True
+        if vacancy is None:
+            vacancy = await workflow.execute_activity(
+                act.CHECK_VACANCY, vacancy_req, result_type=VacancyCheckResult, **REGISTRY
+            )
+            checked = self._vacancy_checked(vacancy, findings, proposed)
+            await self._document_check(consideration, checked)
+        else:
+            await self._document_check(consideration, opened=first)
+
+    def _vacancy_checked(
+        self, vacancy: VacancyCheckResult, findings: dict[str, Any], proposed: list[str]
+    ) -> CaseEventIn:
+        """The labour exchange's answer among the findings, and its timeline entry."""
+        findings["vacancy"] = vacancy.model_dump(mode="json")
+        if not vacancy.ok:
+            proposed.append("vacancy_not_posted")
+        return self.event("vacancy_checked", **findings["vacancy"])
+
+    async def _open_document_check(
         self, consideration: LegalClock, before: CaseEventIn | None = None
+    ) -> TaskSpec:
+        """The document-check task (status and task in one write); `before`: a timeline
+        entry written in the same step."""
+        async with batched():  # open_step's own block joins this one
+            if before is not None:
+                await self.project(before)
+            return await self.open_step(
+                CaseStatus.document_check,
+                TaskKind.document_check,
+                "Registration and document check",
+                Role.caseworker,
+                self.start.application.region,
+                consideration.due,
+            )
+
+    async def _document_check(
+        self,
+        consideration: LegalClock,
+        before: CaseEventIn | None = None,
+        opened: TaskSpec | None = None,
     ) -> None:
         """The document-check task, again after each supply of missing documents; `before`:
-        a timeline entry written in the same step as the first task."""
-        app = self.start.application
+        a timeline entry written in the same step as the first task; `opened`: the first
+        task, if already open."""
         while True:
-            async with batched():  # open_step's own block joins this one
-                if before is not None:
-                    await self.project(before)
-                    before = None
-                task = await self.open_step(
-                    CaseStatus.document_check,
-                    TaskKind.document_check,
-                    "Registration and document check",
-                    Role.caseworker,
-                    app.region,
-                    consideration.due,
-                )
+            task = opened or await self._open_document_check(consideration, before)
+            opened = before = None
             form = DocumentCheckForm.model_validate(await self.wait_task(task))
             if form.outcome == "complete":
                 return

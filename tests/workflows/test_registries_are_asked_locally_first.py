@@ -24,11 +24,14 @@ from casework.runtime import build_worker
 from casework.settings import Settings
 from tests.workflows.conftest import CaseRunner
 from tests.workflows.helpers import (
+    case_row,
+    clock,
     complete,
     events,
     local_steps,
     settled_history,
     wait_task,
+    wait_until,
 )
 
 
@@ -100,3 +103,25 @@ async def test_a_registry_down_for_the_local_attempts_is_asked_durably(
     assert task.kind == TaskKind.document_check  # the case went on, not failed
     assert exchange.calls == 4  # three local attempts, then one durable
     assert scheduled_activities(history) == ["check_vacancy"]
+
+
+async def test_while_the_exchange_stays_down_the_case_and_its_clock_are_on_record(
+    ts_env: WorkflowEnvironment, wf_settings: Settings
+) -> None:
+    exchange = DownForAWhile(outage=10**9)
+    registries = dataclasses.replace(
+        simulated_registries(latency=0, failure_rate=0), labour_exchange=exchange
+    )
+    worker, pool = build_worker(ts_env.client, wf_settings, registries=registries)
+    async with worker:
+        cases = CaseRunner(ts_env, wf_settings)
+        handle = await cases.start()
+        # The supervisor's board shows the case and its running clock while the case waits
+        # for the exchange (asked durably after the local attempts); no task is open yet.
+        await wait_until(lambda: exchange.calls > 3)
+        await wait_until(lambda: clock(cases.engine, handle.id, "consideration") is not None)
+        row = case_row(cases.engine, handle.id)
+        assert row is not None and row.deadline is not None
+        assert task_rows(cases.engine, handle.id) == {}
+        await handle.terminate("test over")
+    pool.shutdown(wait=False)
