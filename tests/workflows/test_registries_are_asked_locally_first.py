@@ -6,6 +6,8 @@ durably (the day-long retry), and the case waits for it instead of failing."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import date
 
 from sqlalchemy.engine import Engine
@@ -85,20 +87,29 @@ class DownForAWhile(SimulatedLabourExchange):
         return await super().get_vacancy(code, employer_bin, as_of)
 
 
-async def test_a_registry_down_for_the_local_attempts_is_asked_durably(
-    ts_env: WorkflowEnvironment, wf_settings: Settings
-) -> None:
-    exchange = DownForAWhile(outage=3)  # every local attempt fails
+@asynccontextmanager
+async def exchange_down(
+    env: WorkflowEnvironment, settings: Settings, outage: int
+) -> AsyncIterator[tuple[CaseRunner, DownForAWhile]]:
+    """A live worker whose labour exchange is down for its first `outage` calls."""
+    exchange = DownForAWhile(outage)
     registries = dataclasses.replace(
         simulated_registries(latency=0, failure_rate=0), labour_exchange=exchange
     )
-    worker, pool = build_worker(ts_env.client, wf_settings, registries=registries)
+    worker, pool = build_worker(env.client, settings, registries=registries)
     async with worker:
-        cases = CaseRunner(ts_env, wf_settings)
+        yield CaseRunner(env, settings), exchange
+    pool.shutdown(wait=False)
+
+
+async def test_a_registry_down_for_the_local_attempts_is_asked_durably(
+    ts_env: WorkflowEnvironment, wf_settings: Settings
+) -> None:
+    # Down for every local attempt.
+    async with exchange_down(ts_env, wf_settings, outage=3) as (cases, exchange):
         handle = await cases.start()
         task = await wait_task(handle, TaskKind.document_check)
         history = await settled_history(handle)
-    pool.shutdown(wait=False)
 
     assert task.kind == TaskKind.document_check  # the case went on, not failed
     assert exchange.calls == 4  # three local attempts, then one durable
@@ -108,13 +119,7 @@ async def test_a_registry_down_for_the_local_attempts_is_asked_durably(
 async def test_while_the_exchange_stays_down_the_case_and_its_clock_are_on_record(
     ts_env: WorkflowEnvironment, wf_settings: Settings
 ) -> None:
-    exchange = DownForAWhile(outage=10**9)
-    registries = dataclasses.replace(
-        simulated_registries(latency=0, failure_rate=0), labour_exchange=exchange
-    )
-    worker, pool = build_worker(ts_env.client, wf_settings, registries=registries)
-    async with worker:
-        cases = CaseRunner(ts_env, wf_settings)
+    async with exchange_down(ts_env, wf_settings, outage=10**9) as (cases, exchange):
         handle = await cases.start()
         # The supervisor's board shows the case and its running clock while the case waits
         # for the exchange (asked durably after the local attempts); no task is open yet.
@@ -124,4 +129,3 @@ async def test_while_the_exchange_stays_down_the_case_and_its_clock_are_on_recor
         assert row is not None and row.deadline is not None
         assert task_rows(cases.engine, handle.id) == {}
         await handle.terminate("test over")
-    pool.shutdown(wait=False)
