@@ -215,11 +215,13 @@ REGISTRY: workflow.ActivityConfig = {
 }
 # ...but they answer within a second almost always, so a query is asked first as a local
 # step: inside the workflow task, with no round trip through the server for the activity
-# and none for the workflow task that follows it. A few quick attempts; a registry still
-# down or slow after them is asked again as a regular activity under `REGISTRY`.
+# and none for the workflow task that follows it. A few quick attempts within a few
+# seconds (a caseworker's completion is answered when its workflow task ends, so a slow
+# registry must not hold it longer); a registry still down or slow after them is asked
+# again as a regular activity under `REGISTRY`, and the workflow task ends meanwhile.
 REGISTRY_LOCAL: workflow.LocalActivityConfig = {
-    "start_to_close_timeout": timedelta(seconds=10),
-    "schedule_to_close_timeout": timedelta(seconds=20),
+    "start_to_close_timeout": timedelta(seconds=3),
+    "schedule_to_close_timeout": timedelta(seconds=6),
     "retry_policy": RetryPolicy(
         initial_interval=timedelta(milliseconds=200),
         backoff_coefficient=2.0,

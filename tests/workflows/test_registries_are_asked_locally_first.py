@@ -5,6 +5,7 @@ durably (the day-long retry), and the case waits for it instead of failing."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +16,9 @@ from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from activities.registries import (
+    RegistryFinding,
     RegistryUnavailable,
+    SimulatedAdminOffences,
     SimulatedLabourExchange,
     VacancyInfo,
     simulated_registries,
@@ -88,25 +91,22 @@ class DownForAWhile(SimulatedLabourExchange):
 
 
 @asynccontextmanager
-async def exchange_down(
-    env: WorkflowEnvironment, settings: Settings, outage: int
-) -> AsyncIterator[tuple[CaseRunner, DownForAWhile]]:
-    """A live worker whose labour exchange is down for its first `outage` calls."""
-    exchange = DownForAWhile(outage)
-    registries = dataclasses.replace(
-        simulated_registries(latency=0, failure_rate=0), labour_exchange=exchange
-    )
-    worker, pool = build_worker(env.client, settings, registries=registries)
+async def worker_with(
+    env: WorkflowEnvironment, settings: Settings, **registries: object
+) -> AsyncIterator[CaseRunner]:
+    """A live worker whose simulated registries are replaced by the ones given."""
+    replaced = dataclasses.replace(simulated_registries(latency=0, failure_rate=0), **registries)
+    worker, pool = build_worker(env.client, settings, registries=replaced)
     async with worker:
-        yield CaseRunner(env, settings), exchange
+        yield CaseRunner(env, settings)
     pool.shutdown(wait=False)
 
 
 async def test_a_registry_down_for_the_local_attempts_is_asked_durably(
     ts_env: WorkflowEnvironment, wf_settings: Settings
 ) -> None:
-    # Down for every local attempt.
-    async with exchange_down(ts_env, wf_settings, outage=3) as (cases, exchange):
+    exchange = DownForAWhile(outage=3)  # down for every local attempt
+    async with worker_with(ts_env, wf_settings, labour_exchange=exchange) as cases:
         handle = await cases.start()
         task = await wait_task(handle, TaskKind.document_check)
         history = await settled_history(handle)
@@ -119,7 +119,8 @@ async def test_a_registry_down_for_the_local_attempts_is_asked_durably(
 async def test_while_the_exchange_stays_down_the_case_and_its_clock_are_on_record(
     ts_env: WorkflowEnvironment, wf_settings: Settings
 ) -> None:
-    async with exchange_down(ts_env, wf_settings, outage=10**9) as (cases, exchange):
+    exchange = DownForAWhile(outage=10**9)
+    async with worker_with(ts_env, wf_settings, labour_exchange=exchange) as cases:
         handle = await cases.start()
         # The supervisor's board shows the case and its running clock while the case waits
         # for the exchange (asked durably after the local attempts); no task is open yet.
@@ -129,3 +130,37 @@ async def test_while_the_exchange_stays_down_the_case_and_its_clock_are_on_recor
         assert row is not None and row.deadline is not None
         assert task_rows(cases.engine, handle.id) == {}
         await handle.terminate("test over")
+
+
+class Hangs(SimulatedAdminOffences):
+    """The register of administrative offences hangs on its first `slow` calls."""
+
+    def __init__(self, slow: int) -> None:
+        super().__init__(latency=0, failure_rate=0, seed=None)
+        self.slow = slow
+        self.calls = 0
+
+    async def check_employer(self, employer_bin: str) -> RegistryFinding:
+        self.calls += 1
+        if self.calls <= self.slow:
+            await asyncio.sleep(3600)
+        return await super().check_employer(employer_bin)
+
+
+async def test_a_hanging_registry_does_not_hold_the_caseworkers_completion(
+    ts_env: WorkflowEnvironment, wf_settings: Settings
+) -> None:
+    register = Hangs(slow=2)  # every local attempt hangs until it times out
+    async with worker_with(ts_env, wf_settings, admin_offences=register) as cases:
+        handle = await cases.start()
+        # Answered once the local attempts give up (6 s in all), not when the register
+        # does (an hour); the bound is generous for a loaded machine.
+        done = await asyncio.wait_for(
+            complete(handle, TaskKind.document_check, {"outcome": "complete"}), timeout=12
+        )
+        assert done.status == "done"
+        task = await wait_task(handle, TaskKind.decision)
+        history = await settled_history(handle)
+
+    assert task.context["findings"]["registries"]
+    assert scheduled_activities(history) == ["run_registry_checks"]
