@@ -13,8 +13,10 @@ from datetime import date
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
+from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
+from activities.quota import ledger_entries, quota_view
 from activities.registries import (
     RegistryFinding,
     RegistryUnavailable,
@@ -23,10 +25,11 @@ from activities.registries import (
     VacancyInfo,
     simulated_registries,
 )
-from casework.contracts import TaskKind
+from casework.contracts import CompleteTask, TaskKind, TaskSpec
 from casework.db import TaskRow
 from casework.runtime import build_worker
 from casework.settings import Settings
+from tests.factories import CASEWORKER
 from tests.workflows.conftest import CaseRunner
 from tests.workflows.helpers import (
     case_row,
@@ -38,6 +41,7 @@ from tests.workflows.helpers import (
     wait_task,
     wait_until,
 )
+from workflows.work_permit import WorkPermitWorkflow
 
 
 def scheduled_activities(history) -> list[str]:  # type: ignore[no-untyped-def]
@@ -164,3 +168,50 @@ async def test_a_hanging_registry_does_not_hold_the_caseworkers_completion(
 
     assert task.context["findings"]["registries"]
     assert scheduled_activities(history) == ["run_registry_checks"]
+
+
+async def test_flaky_registries_lose_no_case_and_no_quota_unit(
+    ts_env: WorkflowEnvironment, wf_settings: Settings
+) -> None:
+    # Every simulated registry fails 30 % of its calls: local attempts give up now and
+    # then, and the durable retries (seconds apart, skipped on the test server's clock)
+    # take over; each case still reaches its decision task, once, with one quota outcome.
+    flaky = simulated_registries(latency=0, failure_rate=0.3, seed=11)
+    worker, pool = build_worker(ts_env.client, wf_settings, registries=flaky)
+
+    async def open_task(handle, kind: TaskKind) -> TaskSpec:  # type: ignore[no-untyped-def]
+        for _ in range(400):
+            for task in await handle.query(WorkPermitWorkflow.open_tasks):
+                if task.kind == kind:
+                    return task
+            await ts_env.sleep(2)  # lets a durable retry's backoff pass
+        raise AssertionError(f"no {kind.value} task")
+
+    async def to_decision(handle) -> tuple[TaskSpec, WorkflowHistory]:  # type: ignore[no-untyped-def]
+        check = await open_task(handle, TaskKind.document_check)
+        await handle.execute_update(
+            WorkPermitWorkflow.complete_task,
+            CompleteTask(task_id=check.task_id, actor=CASEWORKER, form={"outcome": "complete"}),
+        )
+        return await open_task(handle, TaskKind.decision), await settled_history(handle)
+
+    async with worker:
+        cases = CaseRunner(ts_env, wf_settings)
+        handles = [await cases.start() for _ in range(12)]
+        reached = await asyncio.gather(*(to_decision(h) for h in handles))
+    pool.shutdown(wait=False)
+
+    assert all(task.context["findings"]["registries"] for task, _ in reached)
+    durable = [name for _, history in reached for name in scheduled_activities(history)]
+    assert durable  # some queries went durable (P(none) is about 1e-3 at this rate)
+    # The pool (astana, category 3) has 5 units: 5 cases hold one each, 7 found it
+    # exhausted, and no retry reserved a unit twice.
+    states = sorted(task.context["findings"]["quota"]["state"] for task, _ in reached)
+    assert states == ["exhausted"] * 7 + ["reserved"] * 5
+    for handle in handles:
+        entries = ledger_entries(cases.engine, case_id=handle.id)
+        assert [e.action for e in entries].count("reserve") <= 1
+    pool_row = next(
+        p for p in quota_view(cases.engine) if p["quota_key"] == "work_permit:astana:3:2026"
+    )
+    assert pool_row["reserved"] == 5
