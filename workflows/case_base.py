@@ -120,12 +120,18 @@ _GENERATION_7 = frozenset(
 )
 # Registry queries are asked as local steps first (`registry_query`); the work permit
 # writes its `registry_checks` status beside them (`status-beside-checks`) and a new case's
-# first steps in one write (`first-steps-together`).
+# first steps in one write (`first-steps-together`); kandas' settlement, support and quota
+# ledger steps are local (`kandas-local-steps`).
 REGISTRIES_LOCAL_FIRST = "registries-local-first"
 # Newest first: a new case records the first; `begin` finds which one a history recorded.
 GENERATIONS: dict[str, frozenset[str]] = {
     "generation-8": _GENERATION_7
-    | {REGISTRIES_LOCAL_FIRST, "status-beside-checks", "first-steps-together"},
+    | {
+        REGISTRIES_LOCAL_FIRST,
+        "status-beside-checks",
+        "first-steps-together",
+        "kandas-local-steps",
+    },
     "generation-7": _GENERATION_7,
 }
 GENERATION = next(iter(GENERATIONS))
@@ -200,6 +206,15 @@ async def bookkeeping(
     if patched(LOCAL_BOOKKEEPING):
         return await workflow.execute_local_activity(name, arg, result_type=result_type, **LOCAL)
     return await workflow.execute_activity(name, arg, result_type=result_type, **before)
+
+
+async def local_step(change: str, name: str, arg: Any, result_type: type) -> Any:
+    """A short idempotent step in the read-model database (the quota ledger, a settlement
+    proposal) or a computation: local in cases that took `change`, a regular activity in
+    histories recorded before it."""
+    if patched(change):
+        return await workflow.execute_local_activity(name, arg, result_type=result_type, **LOCAL)
+    return await workflow.execute_activity(name, arg, result_type=result_type, **PROJECTION)
 
 
 # External registries are slow and sometimes down: retry with backoff for up to a day;

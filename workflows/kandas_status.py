@@ -67,11 +67,11 @@ with workflow.unsafe.imports_passed_through():
 
     from workflows import activity_names as act
     from workflows.case_base import (
-        PROJECTION,
         REGISTRY,
         CaseWorkflowBase,
         case_rules,
         decision_form_errors,
+        local_step,
         problem,
         registry_query,
     )
@@ -80,6 +80,10 @@ with workflow.unsafe.imports_passed_through():
     from workflows.work_permit import add_months
 
 PROCEDURE = "kandas_status"
+# The settlement proposal (ranking and a quota hold in the read-model database), the support
+# package (a computation) and the quota ledger steps are idempotent per case and local:
+# local steps in new cases, activities in older histories.
+KANDAS_LOCAL_STEPS = "kandas-local-steps"
 
 # The security service is slow and sometimes down: keep retrying for days, gently. The
 # activity runs on its own, so a stuck check never blocks other cases.
@@ -371,7 +375,8 @@ class KandasStatusWorkflow(CaseWorkflowBase):
     async def _propose(self, only: Region | None) -> SettlementProposal:
         assert self.rules is not None
         app = self.start.application
-        proposal: SettlementProposal = await workflow.execute_activity(
+        proposal: SettlementProposal = await local_step(
+            KANDAS_LOCAL_STEPS,
             act.KANDAS_PROPOSE_SETTLEMENT,
             SettlementRequest(
                 case_id=self.case_id,
@@ -381,8 +386,7 @@ class KandasStatusWorkflow(CaseWorkflowBase):
                 regions=self.rules.settlement_regions,
                 only=only,
             ),
-            result_type=SettlementProposal,
-            **PROJECTION,
+            SettlementProposal,
         )
         if proposal.ok and proposal.region is not None and proposal.quota_key:
             self.quota = QuotaResult(
@@ -405,11 +409,11 @@ class KandasStatusWorkflow(CaseWorkflowBase):
         return proposal
 
     async def _release(self, quota: QuotaResult) -> None:
-        released = await workflow.execute_activity(
+        released: QuotaResult = await local_step(
+            KANDAS_LOCAL_STEPS,
             act.QUOTA_RELEASE,
             QuotaRequest(case_id=self.case_id, quota_key=quota.quota_key),
-            result_type=QuotaResult,
-            **PROJECTION,
+            QuotaResult,
         )
         await self.project(self.event(f"quota_{released.state}", quota_key=released.quota_key))
 
@@ -460,7 +464,8 @@ class KandasStatusWorkflow(CaseWorkflowBase):
                 "visa_issued", visa_number=visa.visa_number, valid_to=visa.valid_to.isoformat()
             )
         )
-        support = await workflow.execute_activity(
+        support: SupportPackage = await local_step(
+            KANDAS_LOCAL_STEPS,
             act.KANDAS_SUPPORT_PACKAGE,
             SupportRequest(
                 region=self.region,
@@ -469,15 +474,14 @@ class KandasStatusWorkflow(CaseWorkflowBase):
                 mci_kzt=rules.mci_kzt,
                 rules=rules,
             ),
-            result_type=SupportPackage,
-            **PROJECTION,
+            SupportPackage,
         )
         if self.quota is not None:
-            committed = await workflow.execute_activity(
+            committed: QuotaResult = await local_step(
+                KANDAS_LOCAL_STEPS,
                 act.QUOTA_COMMIT,
                 QuotaRequest(case_id=self.case_id, quota_key=self.quota.quota_key),
-                result_type=QuotaResult,
-                **PROJECTION,
+                QuotaResult,
             )
             await self.project(
                 self.event(f"quota_{committed.state}", quota_key=committed.quota_key)

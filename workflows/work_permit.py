@@ -54,14 +54,13 @@ with workflow.unsafe.imports_passed_through():
 
     from workflows import activity_names as act
     from workflows.case_base import (
-        LOCAL,
-        PROJECTION,
         REGISTRY,
         CaseWorkflowBase,
         ask_registry_locally,
         batched,
         case_rules,
         decision_form_errors,
+        local_step,
         patched,
         problem,
         registry_query,
@@ -259,12 +258,7 @@ class WorkPermitWorkflow(CaseWorkflowBase):
 
     async def _ledger(self, step: str, req: QuotaRequest) -> QuotaResult:
         """A quota ledger step (idempotent per case): local in new histories."""
-        if patched(LOCAL_QUOTA):
-            done: QuotaResult = await workflow.execute_local_activity(
-                step, req, result_type=QuotaResult, **LOCAL
-            )
-            return done
-        done = await workflow.execute_activity(step, req, result_type=QuotaResult, **PROJECTION)
+        done: QuotaResult = await local_step(LOCAL_QUOTA, step, req, QuotaResult)
         return done
 
     def _checks_findings(

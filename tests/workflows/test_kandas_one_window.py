@@ -16,7 +16,15 @@ from casework.contracts import CaseStatus, DecisionOutcome, TaskKind
 from casework.kandas import CheckFinding, ExtensionRequest, SecurityCheckRequest
 from tests.factories import CASEWORKER_PAVLODAR, CONSUL
 from tests.workflows.conftest import CaseRunner
-from tests.workflows.helpers import case_row, complete, event_kinds, notices, wait_task, wait_until
+from tests.workflows.helpers import (
+    case_row,
+    complete,
+    event_kinds,
+    notices,
+    settled_history,
+    wait_task,
+    wait_until,
+)
 from workflows.kandas_status import KandasStatusWorkflow
 
 COMMISSION = {
@@ -72,6 +80,15 @@ async def test_approval_delivers_the_one_window_result(cases: CaseRunner) -> Non
         < kinds.index("settlement_proposed")
         < kinds.index("visa_issued")
     )
+    # Only the outside services and the decision step are round trips through the server;
+    # registry queries, settlement, support and the quota ledger are local steps.
+    history = await settled_history(handle)
+    scheduled = {
+        ev.activity_task_scheduled_event_attributes.activity_type.name
+        for ev in history.events
+        if ev.HasField("activity_task_scheduled_event_attributes")
+    }
+    assert scheduled == {"kandas_security_check", "kandas_request_visa", "issue_decision"}
 
 
 async def test_preliminary_refusal_goes_to_a_hearing_and_refusal_returns_the_quota_unit(
