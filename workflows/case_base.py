@@ -123,6 +123,11 @@ _GENERATION_7 = frozenset(
 # first steps in one write (`first-steps-together`); kandas' settlement, support and quota
 # ledger steps are local (`kandas-local-steps`).
 REGISTRIES_LOCAL_FIRST = "registries-local-first"
+# Search-attribute changes made inside a `batched()` block are upserted once, when the block
+# ends, the last value of each attribute (a status and a clock changed together, a clock
+# stopped and another started): one history event and one visibility write instead of
+# one each; older histories upsert each change on its own.
+MERGED_UPSERTS = "merged-upserts"
 # Newest first: a new case records the first; `begin` finds which one a history recorded.
 GENERATIONS: dict[str, frozenset[str]] = {
     "generation-8": _GENERATION_7
@@ -131,6 +136,7 @@ GENERATIONS: dict[str, frozenset[str]] = {
         "status-beside-checks",
         "first-steps-together",
         "kandas-local-steps",
+        MERGED_UPSERTS,
     },
     "generation-7": _GENERATION_7,
 }
@@ -151,6 +157,7 @@ class _Batch:
     def __init__(self) -> None:
         self.entries: list[BookkeepingEntry] = []
         self.deliveries: list[ClockNotice] = []  # webhooks, scheduled if anyone subscribes
+        self.search_attributes: dict[str, Any] = {}  # attribute name -> its last update
         self.open = True  # a task started inside the block must not add to it afterwards
 
 
@@ -176,6 +183,8 @@ async def batched() -> AsyncIterator[None]:
     finally:
         batch.open = False
         _batch.reset(token)
+        if batch.search_attributes:
+            workflow.upsert_search_attributes(list(batch.search_attributes.values()))
         written: BatchWritten | None = None
         if batch.entries:
             written = await workflow.execute_local_activity(
@@ -426,8 +435,14 @@ class CaseWorkflowBase:
         self._upsert(updates)
 
     def _upsert(self, updates: list[Any]) -> None:
-        if self.index_search_attributes:
-            workflow.upsert_search_attributes(updates)
+        if not self.index_search_attributes:
+            return
+        batch = _batch.get()
+        if batch is not None and batch.open and patched(MERGED_UPSERTS):
+            for update in updates:  # upserted when the block ends (see `batched`)
+                batch.search_attributes[update.key.name] = update
+            return
+        workflow.upsert_search_attributes(updates)
 
     def start_delivery(self, notice: ClockNotice) -> None:
         """Webhooks run beside the case: a receiver that is down never holds the case up.
