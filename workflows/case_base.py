@@ -254,16 +254,19 @@ REGISTRY_LOCAL: workflow.LocalActivityConfig = {
 }
 
 
-async def registry_query(
-    name: str, arg: Any, result_type: type, config: workflow.ActivityConfig = REGISTRY
-) -> Any:
+async def registry_query(name: str, arg: Any, result_type: type) -> Any:
     """Ask an external registry (a query, or a call idempotent per case): locally first in
     new histories, then durably with the day-long retry; older histories ask durably."""
     if patched(REGISTRIES_LOCAL_FIRST):
         answer = await ask_registry_locally(name, arg, result_type)
         if answer is not None:
             return answer
-    return await workflow.execute_activity(name, arg, result_type=result_type, **config)
+    return await ask_registry_durably(name, arg, result_type)
+
+
+async def ask_registry_durably(name: str, arg: Any, result_type: type) -> Any:
+    """The registry's answer through a regular activity, retried for up to a day."""
+    return await workflow.execute_activity(name, arg, result_type=result_type, **REGISTRY)
 
 
 async def ask_registry_locally(name: str, arg: Any, result_type: type) -> Any:

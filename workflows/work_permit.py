@@ -54,8 +54,8 @@ with workflow.unsafe.imports_passed_through():
 
     from workflows import activity_names as act
     from workflows.case_base import (
-        REGISTRY,
         CaseWorkflowBase,
+        ask_registry_durably,
         ask_registry_locally,
         batched,
         case_rules,
@@ -325,9 +325,7 @@ class WorkPermitWorkflow(CaseWorkflowBase):
                 first = await self._open_document_check(consideration, checked)
         self.registered = True
         if vacancy is None:
-            vacancy = await workflow.execute_activity(
-                act.CHECK_VACANCY, vacancy_req, result_type=VacancyCheckResult, **REGISTRY
-            )
+            vacancy = await ask_registry_durably(act.CHECK_VACANCY, vacancy_req, VacancyCheckResult)
             checked = self._vacancy_checked(vacancy, findings, proposed)
             await self._document_check(consideration, checked)
         else:
