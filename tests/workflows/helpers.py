@@ -105,6 +105,15 @@ _WORKFLOW_TASK_ENDED = (
 )
 
 
+def scheduled_activities(history: WorkflowHistory) -> list[str]:
+    """The regular activities a history scheduled (round trips through the server), in order."""
+    return [
+        ev.activity_task_scheduled_event_attributes.activity_type.name
+        for ev in history.events
+        if ev.HasField("activity_task_scheduled_event_attributes")
+    ]
+
+
 async def local_steps(handle: WorkflowHandle[Any, Any]) -> list[str]:
     """The local activities a case ran, in order, read from its history's markers (of
     every workflow task completed so far; none is left in flight)."""

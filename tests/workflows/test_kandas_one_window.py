@@ -21,6 +21,7 @@ from tests.workflows.helpers import (
     complete,
     event_kinds,
     notices,
+    scheduled_activities,
     settled_history,
     wait_task,
     wait_until,
@@ -83,12 +84,11 @@ async def test_approval_delivers_the_one_window_result(cases: CaseRunner) -> Non
     # Only the outside services and the decision step are round trips through the server;
     # registry queries, settlement, support and the quota ledger are local steps.
     history = await settled_history(handle)
-    scheduled = {
-        ev.activity_task_scheduled_event_attributes.activity_type.name
-        for ev in history.events
-        if ev.HasField("activity_task_scheduled_event_attributes")
+    assert set(scheduled_activities(history)) == {
+        "kandas_security_check",
+        "kandas_request_visa",
+        "issue_decision",
     }
-    assert scheduled == {"kandas_security_check", "kandas_request_visa", "issue_decision"}
 
 
 async def test_preliminary_refusal_goes_to_a_hearing_and_refusal_returns_the_quota_unit(

@@ -16,7 +16,7 @@ from casework.contracts import TaskKind
 from casework.runtime import build_worker
 from casework.settings import Settings
 from tests.workflows.conftest import CaseRunner
-from tests.workflows.helpers import complete, event_kinds, wait_task
+from tests.workflows.helpers import complete, event_kinds, scheduled_activities, wait_task
 
 
 def reserved(cases: CaseRunner) -> int:
@@ -38,11 +38,7 @@ async def test_the_unit_is_reserved_beside_the_checks_and_both_reach_the_decisio
     kinds = event_kinds(cases.engine, handle.id)
     assert kinds.index("checks_completed") < kinds.index("quota_reserved") < len(kinds)
     history = await handle.fetch_history()
-    scheduled = [
-        ev.activity_task_scheduled_event_attributes.activity_type.name
-        for ev in history.events
-        if ev.HasField("activity_task_scheduled_event_attributes")
-    ]
+    scheduled = scheduled_activities(history)
     assert "quota_reserve" not in scheduled  # a local step, not a round trip via the server
 
 

@@ -18,6 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.quota import ledger_entries, quota_view
 from activities.registries import (
+    Registries,
     RegistryFinding,
     RegistryUnavailable,
     SimulatedAdminOffences,
@@ -37,19 +38,12 @@ from tests.workflows.helpers import (
     complete,
     events,
     local_steps,
+    scheduled_activities,
     settled_history,
     wait_task,
     wait_until,
 )
 from workflows.work_permit import WorkPermitWorkflow
-
-
-def scheduled_activities(history) -> list[str]:  # type: ignore[no-untyped-def]
-    return [
-        ev.activity_task_scheduled_event_attributes.activity_type.name
-        for ev in history.events
-        if ev.HasField("activity_task_scheduled_event_attributes")
-    ]
 
 
 def task_rows(engine: Engine, case_id: str) -> dict[str, str]:
@@ -96,10 +90,15 @@ class DownForAWhile(SimulatedLabourExchange):
 
 @asynccontextmanager
 async def worker_with(
-    env: WorkflowEnvironment, settings: Settings, **registries: object
+    env: WorkflowEnvironment,
+    settings: Settings,
+    base: Registries | None = None,
+    **registries: object,
 ) -> AsyncIterator[CaseRunner]:
-    """A live worker whose simulated registries are replaced by the ones given."""
-    replaced = dataclasses.replace(simulated_registries(latency=0, failure_rate=0), **registries)
+    """A live worker on `base` (simulated registries without latency or failures), with
+    the registries given by name replaced."""
+    base = base or simulated_registries(latency=0, failure_rate=0)
+    replaced = dataclasses.replace(base, **registries)
     worker, pool = build_worker(env.client, settings, registries=replaced)
     async with worker:
         yield CaseRunner(env, settings)
@@ -177,7 +176,6 @@ async def test_flaky_registries_lose_no_case_and_no_quota_unit(
     # then, and the durable retries (seconds apart, skipped on the test server's clock)
     # take over; each case still reaches its decision task, once, with one quota outcome.
     flaky = simulated_registries(latency=0, failure_rate=0.3, seed=11)
-    worker, pool = build_worker(ts_env.client, wf_settings, registries=flaky)
 
     async def open_task(handle, kind: TaskKind) -> TaskSpec:  # type: ignore[no-untyped-def]
         for _ in range(400):
@@ -195,11 +193,9 @@ async def test_flaky_registries_lose_no_case_and_no_quota_unit(
         )
         return await open_task(handle, TaskKind.decision), await settled_history(handle)
 
-    async with worker:
-        cases = CaseRunner(ts_env, wf_settings)
+    async with worker_with(ts_env, wf_settings, flaky) as cases:
         handles = [await cases.start() for _ in range(12)]
         reached = await asyncio.gather(*(to_decision(h) for h in handles))
-    pool.shutdown(wait=False)
 
     assert all(task.context["findings"]["registries"] for task, _ in reached)
     durable = [name for _, history in reached for name in scheduled_activities(history)]

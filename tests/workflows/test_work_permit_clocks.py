@@ -21,6 +21,7 @@ from tests.workflows.helpers import (
     complete,
     event_kinds,
     notices,
+    scheduled_activities,
     wait_task,
     wait_until,
 )
@@ -218,11 +219,7 @@ async def test_a_breach_reaches_the_read_model_in_one_step(cases: CaseRunner) ->
             details = ev.marker_recorded_event_attributes.details
             if "data" in details and steps:
                 steps[-1].append(json.loads(details["data"].payloads[0].data)["activity_type"])
-    scheduled = [
-        ev.activity_task_scheduled_event_attributes.activity_type.name
-        for ev in history.events
-        if ev.HasField("activity_task_scheduled_event_attributes")
-    ]
+    scheduled = scheduled_activities(history)
     assert "deliver_webhooks" not in scheduled
     breach_steps = [s for s in steps if "project_batch" in s]
     # at risk (the clock alone), then the breach with its escalation and notice
