@@ -47,6 +47,11 @@ EXPERIMENTS: dict[str, dict[str, str]] = {
         "workers": "1",
         "what": "one engine worker process (before: the engine runs one per CPU)",
     },
+    "reload-workflow-modules": {
+        "env": "CASEWORK_WORKER_SANDBOX_RELOAD_WORKFLOW_MODULES=true",
+        "what": "the SDK's default sandbox: every case imports its workflow module afresh, "
+        "on the engine's workers and the bare worker alike (before session 8)",
+    },
 }
 # Scenarios that disturb the stack for a while (breach storms, overload) run last.
 ORDER = ["1", "2", "9", "3", "5", "6", "8", "7", "4"]
@@ -132,6 +137,9 @@ async def main_async(args: argparse.Namespace) -> int:
         stack.api_module = EXPERIMENTS[e].get("api_module", stack.api_module)
         stack.worker_module = EXPERIMENTS[e].get("worker_module", stack.worker_module)
         stack.workers = int(EXPERIMENTS[e].get("workers", stack.workers))
+        if "env" in EXPERIMENTS[e]:
+            name, _, value = EXPERIMENTS[e]["env"].partition("=")
+            stack.extra_env[name] = value
     results: dict[str, ScenarioResult] = {}
     ours0 = cpu_seconds(os.getpid())
     stack_cpu: dict[str, float] = {}

@@ -1,7 +1,9 @@
 """The bare baseline's worker: `python -m bench.bare_worker --address HOST:PORT --task-queue Q`.
 
-Same SDK, data converter, sandbox setting and activity slots (16) as the engine's worker;
-only the workflows and the (empty) activity differ.
+Same SDK, data converter, sandbox setting (its own workflow module passed through, as the
+engine's worker passes through `workflows`; `CASEWORK_WORKER_SANDBOX_RELOAD_WORKFLOW_MODULES`
+switches both back to reloading) and activity slots (16) as the engine's worker; only the
+workflows and the (empty) activity differ.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from bench.bare import ACTIVITIES, WORKFLOWS
+from casework.sandbox import sandbox_runner
 from casework.settings import Settings
 
 
@@ -24,14 +27,18 @@ async def run(address: str, namespace: str, task_queue: str) -> None:
     client = await Client.connect(
         address, namespace=namespace, data_converter=pydantic_data_converter
     )
+    settings = Settings()
     worker = Worker(
         client,
         task_queue=task_queue,
         workflows=list(WORKFLOWS),
+        workflow_runner=sandbox_runner(
+            "bench.bare", reload=settings.worker_sandbox_reload_workflow_modules
+        ),
         activities=list(ACTIVITIES),
         max_concurrent_activities=16,
         # As many workflow-task polls as an engine worker process.
-        max_concurrent_workflow_task_polls=Settings().worker_workflow_polls,
+        max_concurrent_workflow_task_polls=settings.worker_workflow_polls,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -165,6 +165,7 @@ class BenchStack:
     # Engine worker processes on the task queue: as `casework up` runs them (one per CPU;
     # experiment one-worker: 1). The bare baseline has its own single worker process.
     workers: int = field(default_factory=lambda: Settings().effective_worker_processes)
+    extra_env: dict[str, str] = field(default_factory=dict)  # experiments: settings changed
     pg_admin: str = ""
     pg_database: str = ""  # set when the read model is on PostgreSQL (--read-model postgres)
 
@@ -195,6 +196,7 @@ class BenchStack:
                 "PYTHONPATH": str(REPO),
             }
         )
+        env.update(self.extra_env)
         env.update(extra)
         return env
 
@@ -240,13 +242,12 @@ class BenchStack:
             if p.popen.poll() is not None:
                 raise RuntimeError(f"{p.name} exited ({p.popen.returncode}):\n{p.tail()}")
 
-    async def settle(
-        self, names: tuple[str, ...] = ("temporal", "worker", "api"), timeout: float = 20
-    ) -> float:
-        """Wait until the stack is idle (its processes use < 10 % of a core together over
-        half a second), so one measurement does not run into the tail of the last one."""
+    async def settle(self, names: tuple[str, ...] | None = None, timeout: float = 20) -> float:
+        """Wait until the stack is idle (its processes, all of them unless `names`, use
+        < 10 % of a core together over half a second), so one measurement does not run
+        into the tail of the last one: the bare worker's and every engine worker's."""
         start = time.monotonic()
-        pids = [self.procs[n].pid for n in names if n in self.procs]
+        pids = [p.pid for n, p in self.procs.items() if names is None or n in names]
         while time.monotonic() - start < timeout:
             before = sum(cpu_seconds(p) for p in pids)
             await asyncio.sleep(0.5)

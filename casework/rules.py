@@ -9,6 +9,7 @@ used only when a case asks for its version explicitly.
 from __future__ import annotations
 
 import json
+import time
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
@@ -150,10 +151,33 @@ class RulesetInfo(BaseModel):
 
 
 def _files(procedure: str, override_dir: Path | None) -> list[tuple[Path, bool]]:
-    found = [(p, False) for p in sorted((RULESET_DIR / procedure).glob("*.json"))]
-    if override_dir and (override_dir / procedure).is_dir():
-        found += [(p, True) for p in sorted((override_dir / procedure).glob("*.json"))]
+    found = [(p, False) for p in _listing(RULESET_DIR / procedure)]
+    if override_dir:
+        found += [(p, True) for p in _listing(override_dir / procedure)]
     return found
+
+
+# Folder -> (its modification time, when it was listed, its rule-set files): every case
+# start looks the rule sets up, and listing a folder costs far more than one stat of it. A
+# file added, removed or renamed changes the folder's time; a file rewritten in place keeps
+# its name, and `_load` is keyed by the file's own time. File times are coarse (a few ms),
+# so a listing is reused only if the folder had not changed for a second when it was taken:
+# a later change then surely shows as a new time.
+_listings: dict[Path, tuple[int, int, list[Path]]] = {}
+_SETTLED_NS = 1_000_000_000
+
+
+def _listing(folder: Path) -> list[Path]:
+    try:
+        mtime = folder.stat().st_mtime_ns
+    except FileNotFoundError:
+        return []
+    cached = _listings.get(folder)
+    if cached is not None and cached[0] == mtime and cached[1] - mtime > _SETTLED_NS:
+        return cached[2]
+    listed = sorted(folder.glob("*.json"))
+    _listings[folder] = (mtime, time.time_ns(), listed)
+    return listed
 
 
 AnyRules = Union["WorkPermitRules", "KandasRules"]

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     # Concurrent workflow-task polls per worker process: a burst of due timers (200 clocks
     # in one second) is taken up by this many polls at a time.
     worker_workflow_polls: int = 16
+    # The workflow sandbox imports a workflow's module afresh for every case it starts or
+    # takes back into its cache (about 5 ms of one core for work_permit.py). The engine's
+    # workflow modules hold no per-case state, so the worker passes them through; True
+    # gives the SDK's default (each case reloads them), for comparison and diagnosis.
+    # Replays (audit, CI) always reload them, under every sandbox restriction.
+    worker_sandbox_reload_workflow_modules: bool = False
     worker_metrics_address: str = ""  # e.g. 127.0.0.1:9464: the Temporal SDK's Prometheus metrics
     # Simulated registries: latency (seconds) and share of transient failures.
     simulator_latency: float = 0.05
