@@ -13,7 +13,7 @@ HISTORIES = REPO / "tests" / "workflows" / "histories"
 # local activities in batched steps, local quota steps, the rule set in the start input,
 # the first steps written together, one change marker per case, registry queries asked as
 # local steps first); older generations are kept for replay only.
-APPROVED = HISTORIES / "work_permit_approved.v8.json"
+APPROVED = HISTORIES / "work_permit_approved.v9.json"
 
 
 def load_history_json(path: Path = APPROVED) -> dict[str, Any]:

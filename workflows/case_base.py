@@ -129,15 +129,18 @@ REGISTRIES_LOCAL_FIRST = "registries-local-first"
 # one each; older histories upsert each change on its own.
 MERGED_UPSERTS = "merged-upserts"
 # Newest first: a new case records the first; `begin` finds which one a history recorded.
+_GENERATION_8 = _GENERATION_7 | {
+    REGISTRIES_LOCAL_FIRST,
+    "status-beside-checks",
+    "first-steps-together",
+    "kandas-local-steps",
+    MERGED_UPSERTS,
+}
+# The work permit writes its `registry_checks` status with the checks' findings
+# (`status-in-last-write`).
 GENERATIONS: dict[str, frozenset[str]] = {
-    "generation-8": _GENERATION_7
-    | {
-        REGISTRIES_LOCAL_FIRST,
-        "status-beside-checks",
-        "first-steps-together",
-        "kandas-local-steps",
-        MERGED_UPSERTS,
-    },
+    "generation-9": _GENERATION_8 | {"status-in-last-write"},
+    "generation-8": _GENERATION_8,
     "generation-7": _GENERATION_7,
 }
 GENERATION = next(iter(GENERATIONS))

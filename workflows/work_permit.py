@@ -77,6 +77,12 @@ LOCAL_QUOTA = "local-quota"
 FIRST_STEPS_BATCHED = "first-steps-batched"
 STATUS_BESIDE_CHECKS = "status-beside-checks"
 FIRST_STEPS_TOGETHER = "first-steps-together"
+# The `registry_checks` status is written with the checks' findings and the decision task
+# when the registries answer in the local attempts (one local step fewer in the workflow
+# task of a completed document check); when they do not, it is written at once and the case
+# waits for them durably. Older histories write it beside the checks (`status-beside-checks`)
+# or before them.
+STATUS_IN_LAST_WRITE = "status-in-last-write"
 
 
 def add_months(d: date, months: int) -> date:
@@ -210,10 +216,17 @@ class WorkPermitWorkflow(CaseWorkflowBase):
         if patched(LOCAL_QUOTA):
             # The quota unit is reserved (a local step in the read-model database) while the
             # registries answer: the decision needs both and neither depends on the other.
-            status = [self.set_status(CaseStatus.registry_checks)] if status_beside_checks else []
+            status_later = patched(STATUS_IN_LAST_WRITE)
+            status = (
+                [self.set_status(CaseStatus.registry_checks)]
+                if status_beside_checks and not status_later
+                else []
+            )
             outcome: list[Any] = await asyncio.gather(
                 *status,
-                self._registry_checks(checks_req),
+                self._registry_checks_shown_if_late(checks_req)
+                if status_later
+                else self._registry_checks(checks_req),
                 self._reserve_quota(quota_req),
                 return_exceptions=True,
             )
@@ -228,6 +241,8 @@ class WorkPermitWorkflow(CaseWorkflowBase):
                 raise checks
             self._checks_findings(checks, findings, proposed)
             async with batched():
+                if self.status != CaseStatus.registry_checks:  # not written yet: now
+                    await self.set_status(CaseStatus.registry_checks)
                 await self.project(self.event("checks_completed", findings=findings))
                 task = await self._decision_task(consideration, findings, proposed)
         else:
@@ -252,6 +267,19 @@ class WorkPermitWorkflow(CaseWorkflowBase):
             act.RUN_REGISTRY_CHECKS, req, RegistryCheckResult
         )
         return result
+
+    async def _registry_checks_shown_if_late(
+        self, req: RegistryCheckRequest
+    ) -> RegistryCheckResult:
+        """The registry checks, asked locally; if the registries do not answer in the local
+        attempts, the case shows `registry_checks` at once and waits for them durably."""
+        checks: RegistryCheckResult | None = await ask_registry_locally(
+            act.RUN_REGISTRY_CHECKS, req, RegistryCheckResult
+        )
+        if checks is None:
+            await self.set_status(CaseStatus.registry_checks)
+            checks = await ask_registry_durably(act.RUN_REGISTRY_CHECKS, req, RegistryCheckResult)
+        return checks
 
     async def _reserve_quota(self, req: QuotaRequest | None) -> QuotaResult | None:
         return None if req is None else await self._ledger(act.QUOTA_RESERVE, req)

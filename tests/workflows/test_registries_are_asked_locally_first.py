@@ -71,6 +71,10 @@ async def test_the_registries_answer_inside_the_cases_own_steps(cases: CaseRunne
     steps = await local_steps(handle)
     assert {"check_vacancy", "run_registry_checks"} <= set(steps)
     assert scheduled_activities(await settled_history(handle)) == []
+    # The `registry_checks` status went to the read model in the same write as the
+    # findings and the decision task, not in a write of its own.
+    assert "project_case" not in steps
+    assert steps[-1] == "project_batch"
 
 
 class DownForAWhile(SimulatedLabourExchange):
@@ -211,3 +215,19 @@ async def test_flaky_registries_lose_no_case_and_no_quota_unit(
         p for p in quota_view(cases.engine) if p["quota_key"] == "work_permit:astana:3:2026"
     )
     assert pool_row["reserved"] == 5
+
+
+async def test_while_the_registries_stay_down_the_case_shows_its_checks_are_pending(
+    ts_env: WorkflowEnvironment, wf_settings: Settings
+) -> None:
+    register = Hangs(slow=10**9)
+    async with worker_with(ts_env, wf_settings, admin_offences=register) as cases:
+        handle = await cases.start()
+        await asyncio.wait_for(
+            complete(handle, TaskKind.document_check, {"outcome": "complete"}), timeout=12
+        )
+        # Asked durably now: the board says what the case waits for.
+        row = case_row(cases.engine, handle.id)
+        assert row is not None and row.status == "registry_checks"
+        assert task_rows(cases.engine, handle.id) == {"document_check": "done"}
+        await handle.terminate("test over")
