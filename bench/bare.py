@@ -1,8 +1,9 @@
 """Bare Temporal baselines: workflows and an empty activity with no engine code in them.
 
 They run on their own worker process (`python -m bench.bare_worker`) with the same SDK,
-the same data converter (pydantic) and the same sandbox setting (the default sandboxed
-runner) as the engine's worker, against the same dev server.
+the same data converter (pydantic) and the same sandbox setting (the SDK's sandbox, this
+module passed through as the engine's worker passes `workflows` through) as the engine's
+worker, against the same dev server.
 """
 
 from __future__ import annotations
