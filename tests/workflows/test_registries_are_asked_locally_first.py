@@ -13,7 +13,12 @@ from datetime import date
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
-from temporalio.client import WorkflowHistory
+from temporalio.client import (
+    WorkflowHistory,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.quota import ledger_entries, quota_view
@@ -189,12 +194,34 @@ async def test_flaky_registries_lose_no_case_and_no_quota_unit(
             await ts_env.sleep(2)  # lets a durable retry's backoff pass
         raise AssertionError(f"no {kind.value} task")
 
-    async def to_decision(handle) -> tuple[TaskSpec, WorkflowHistory]:  # type: ignore[no-untyped-def]
+    async def complete_check(handle) -> None:  # type: ignore[no-untyped-def]
+        """The caseworker completes the document check, and sends the request again if it
+        timed out: the time-skipping server, with twelve cases' updates and retries in
+        flight, now and then loses a workflow task's completion (its call times out), and
+        an update waiting on that task with it. Sent twice, it must still count once."""
         check = await open_task(handle, TaskKind.document_check)
-        await handle.execute_update(
-            WorkPermitWorkflow.complete_task,
-            CompleteTask(task_id=check.task_id, actor=CASEWORKER, form={"outcome": "complete"}),
-        )
+        for _ in range(3):
+            try:
+                await handle.execute_update(
+                    WorkPermitWorkflow.complete_task,
+                    CompleteTask(
+                        task_id=check.task_id, actor=CASEWORKER, form={"outcome": "complete"}
+                    ),
+                )
+                return
+            except WorkflowUpdateRPCTimeoutOrCancelledError:
+                pass
+            except WorkflowUpdateFailedError as err:  # the first request went through
+                if isinstance(err.cause, ApplicationError) and err.cause.type == "TaskClosed":
+                    return
+                raise
+            still_open = await handle.query(WorkPermitWorkflow.open_tasks)
+            if all(t.task_id != check.task_id for t in still_open):
+                return
+        raise AssertionError("the document check could not be completed")
+
+    async def to_decision(handle) -> tuple[TaskSpec, WorkflowHistory]:  # type: ignore[no-untyped-def]
+        await complete_check(handle)
         return await open_task(handle, TaskKind.decision), await settled_history(handle)
 
     async with worker_with(ts_env, wf_settings, flaky) as cases:
