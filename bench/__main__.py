@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.common import Ctx, ScenarioResult, log
-from bench.machine import busy_jiffies, machine_info
+from bench.machine import busy_jiffies, machine_info, steal_jiffies
 from bench.stack import cpu_seconds, new_stack
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -130,6 +130,7 @@ async def main_async(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     machine = machine_info()
     busy0 = busy_jiffies()
+    steal0 = steal_jiffies()
     stack = new_stack(keep=args.keep)
     if args.read_model == "postgres":
         stack.use_postgres(args.postgres_url)
@@ -158,6 +159,7 @@ async def main_async(args: argparse.Namespace) -> int:
         await stack.stop()
     wall = time.monotonic() - t0
     busy1 = busy_jiffies()
+    steal = (steal_jiffies() - steal0) / max(1, busy1[1] - busy0[1]) * (machine["nproc"] or 1)
     machine["loadavg_end"] = list(os.getloadavg())
     nproc = machine["nproc"] or 1
     busy_cores = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]) * nproc
@@ -166,6 +168,7 @@ async def main_async(args: argparse.Namespace) -> int:
         "busy_cores_avg": round(busy_cores, 2),
         "bench_stack_cores_avg": round(ours, 2),
         "other_processes_cores_avg": round(max(0.0, busy_cores - ours), 2),
+        "stolen_cores_avg": round(steal, 2),  # taken by the hypervisor for other guests
         "note": "other processes (e.g. other test runs) shared the CPU; ratios to baselines "
         "measured in the same run are what count",
     }

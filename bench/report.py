@@ -65,11 +65,23 @@ def table(folder: Path, mode: str) -> str:
     lines = [
         f"Machine: {m.get('nproc')} CPUs ({m.get('cpu_model')}), {m.get('memory_mb')} MB RAM, "
         f"Python {m.get('python')}, temporalio {m.get('temporalio')}, {m.get('temporal_cli')}, "
-        f"WeasyPrint {m.get('weasyprint')}.  ",
+        f"WeasyPrint {m.get('weasyprint')}."
+        + (
+            f" Speed: {m['speed_ms']} ms for the fixed workload of `bench.machine.speed_ms`"
+            " (lower is faster; session 8's slow machine: 46-48)."
+            if m.get("speed_ms")
+            else ""
+        )
+        + "  ",
         f"Latest {mode} run: {newest.get('started_at')}, {newest.get('duration_s')} s, "
         f"{newest.get('runs_per_figure')} run(s) per figure (median). "
         f"CPU meanwhile: {cpu.get('busy_cores_avg')} cores busy on average, "
-        f"{cpu.get('other_processes_cores_avg')} of them by other processes.",
+        f"{cpu.get('other_processes_cores_avg')} of them by other processes"
+        + (
+            f"; {cpu['stolen_cores_avg']} cores taken by the hypervisor."
+            if cpu.get("stolen_cores_avg") is not None
+            else "."
+        ),
         "",
         "| # | measure | figure | baseline | ratio | target | met |",
         "| --- | --- | --- | --- | --- | --- | --- |",

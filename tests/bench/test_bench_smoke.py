@@ -44,6 +44,10 @@ def test_quick_mode_writes_well_formed_results(tmp_path: Path) -> None:
     for key in ("nproc", "memory_mb", "cpu_model", "python", "temporalio", "date"):
         assert machine.get(key), key
     assert _number(machine["nproc"]) and _number(machine["memory_mb"])
+    # How fast this machine is, and how much the hypervisor took meanwhile: what tells a
+    # slower machine from a slower engine when runs of different days are compared.
+    assert _number(machine["speed_ms"]) and machine["speed_ms"] > 0
+    assert _number(machine["cpu_during_run"]["stolen_cores_avg"])
 
     for sid in SCENARIOS:
         sc = doc["scenarios"][sid]
