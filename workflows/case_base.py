@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -257,13 +257,22 @@ REGISTRY_LOCAL: workflow.LocalActivityConfig = {
 }
 
 
-async def registry_query(name: str, arg: Any, result_type: type) -> Any:
+async def registry_query(
+    name: str,
+    arg: Any,
+    result_type: type,
+    before_durable: Callable[[], Awaitable[None]] | None = None,
+) -> Any:
     """Ask an external registry (a query, or a call idempotent per case): locally first in
-    new histories, then durably with the day-long retry; older histories ask durably."""
+    new histories, then durably with the day-long retry; older histories ask durably.
+    `before_durable` runs when a registry did not answer in the local attempts, before the
+    case starts waiting for it (e.g. showing what the case waits for)."""
     if patched(REGISTRIES_LOCAL_FIRST):
         answer = await ask_registry_locally(name, arg, result_type)
         if answer is not None:
             return answer
+        if before_durable is not None:
+            await before_durable()
     return await ask_registry_durably(name, arg, result_type)
 
 

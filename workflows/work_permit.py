@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar as _cal
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -224,9 +225,9 @@ class WorkPermitWorkflow(CaseWorkflowBase):
             )
             outcome: list[Any] = await asyncio.gather(
                 *status,
-                self._registry_checks_shown_if_late(checks_req)
-                if status_later
-                else self._registry_checks(checks_req),
+                self._registry_checks(
+                    checks_req, self._show_checks_pending if status_later else None
+                ),
                 self._reserve_quota(quota_req),
                 return_exceptions=True,
             )
@@ -262,24 +263,20 @@ class WorkPermitWorkflow(CaseWorkflowBase):
 
     # ------------------------------------------------------------------ steps
 
-    async def _registry_checks(self, req: RegistryCheckRequest) -> RegistryCheckResult:
+    async def _registry_checks(
+        self,
+        req: RegistryCheckRequest,
+        before_durable: Callable[[], Awaitable[None]] | None = None,
+    ) -> RegistryCheckResult:
         result: RegistryCheckResult = await registry_query(
-            act.RUN_REGISTRY_CHECKS, req, RegistryCheckResult
+            act.RUN_REGISTRY_CHECKS, req, RegistryCheckResult, before_durable
         )
         return result
 
-    async def _registry_checks_shown_if_late(
-        self, req: RegistryCheckRequest
-    ) -> RegistryCheckResult:
-        """The registry checks, asked locally; if the registries do not answer in the local
-        attempts, the case shows `registry_checks` at once and waits for them durably."""
-        checks: RegistryCheckResult | None = await ask_registry_locally(
-            act.RUN_REGISTRY_CHECKS, req, RegistryCheckResult
-        )
-        if checks is None:
-            await self.set_status(CaseStatus.registry_checks)
-            checks = await ask_registry_durably(act.RUN_REGISTRY_CHECKS, req, RegistryCheckResult)
-        return checks
+    async def _show_checks_pending(self) -> None:
+        """The registries did not answer in the local attempts: the case shows
+        `registry_checks` at once while it waits for them durably."""
+        await self.set_status(CaseStatus.registry_checks)
 
     async def _reserve_quota(self, req: QuotaRequest | None) -> QuotaResult | None:
         return None if req is None else await self._ledger(act.QUOTA_RESERVE, req)
