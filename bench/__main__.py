@@ -159,16 +159,18 @@ async def main_async(args: argparse.Namespace) -> int:
         await stack.stop()
     wall = time.monotonic() - t0
     busy1 = busy_jiffies()
-    steal = (steal_jiffies() - steal0) / max(1, busy1[1] - busy0[1]) * (machine["nproc"] or 1)
+    stolen = steal_jiffies() - steal0
     machine["loadavg_end"] = list(os.getloadavg())
     nproc = machine["nproc"] or 1
-    busy_cores = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]) * nproc
+    jiffies = max(1, busy1[1] - busy0[1])
+    busy_cores = (busy1[0] - busy0[0]) / jiffies * nproc
     ours = (cpu_seconds(os.getpid()) - ours0 + sum(stack_cpu.values())) / wall
     machine["cpu_during_run"] = {
         "busy_cores_avg": round(busy_cores, 2),
         "bench_stack_cores_avg": round(ours, 2),
         "other_processes_cores_avg": round(max(0.0, busy_cores - ours), 2),
-        "stolen_cores_avg": round(steal, 2),  # taken by the hypervisor for other guests
+        # Cores the hypervisor gave to other guests meanwhile.
+        "stolen_cores_avg": round(stolen / jiffies * nproc, 2),
         "note": "other processes (e.g. other test runs) shared the CPU; ratios to baselines "
         "measured in the same run are what count",
     }

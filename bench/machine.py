@@ -52,16 +52,21 @@ def _temporal_cli_version() -> str:
         return "unknown"
 
 
+def _cpu_jiffies() -> list[int]:
+    """The whole machine's CPU jiffies since boot, by kind (the `cpu` line of /proc/stat)."""
+    return [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+
+
 def busy_jiffies() -> tuple[int, int]:
     """(busy, total) CPU jiffies of the whole machine since boot."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    fields = _cpu_jiffies()
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
     return sum(fields) - idle, sum(fields)
 
 
 def steal_jiffies() -> int:
     """CPU jiffies the hypervisor gave to other guests (`steal` in /proc/stat)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    fields = _cpu_jiffies()
     return fields[7] if len(fields) > 7 else 0
 
 

@@ -128,6 +128,7 @@ async def run(ctx: Ctx) -> ScenarioResult:
 
     plan = {1: ctx.n(5, 30), 10: ctx.n(20, 100), 32: ctx.n(32, 128)}
     details: dict[str, Any] = {}
+    await stack.settle()  # after the warm-up; each measurement then ends with the stack idle
     for conc, n in plan.items():
         figures: dict[str, dict[str, list[float | None]]] = {
             k: {"tput": [], "p95": []} for k in ("engine", "bare", "shape", "uws", "floor")
@@ -142,7 +143,6 @@ async def run(ctx: Ctx) -> ScenarioResult:
                 ("uws", uws_job),
                 ("floor", floor_job),
             ):
-                await stack.settle()
                 phases.clear()
                 cpu0 = stack.cpu()
                 lat, wall, errs = await closed_loop(n, conc, job)
@@ -150,7 +150,8 @@ async def run(ctx: Ctx) -> ScenarioResult:
                 per_start = cpu_ms_per(cpu0, cpu1, len(lat))
                 cores = stack.cores(cpu0, wall, cpu1)
                 # The started workflows' first tasks may trail the last start (a worker
-                # behind the server): CPU until the whole stack is idle again, both sides.
+                # behind the server): CPU until the whole stack is idle again, both sides;
+                # the next measurement starts from that idle stack.
                 await stack.settle()
                 per_start_settled = cpu_ms_per(cpu0, stack.cpu(), len(lat))
                 if errs:
