@@ -52,6 +52,12 @@ EXPERIMENTS: dict[str, dict[str, str]] = {
         "what": "the SDK's default sandbox: every case imports its workflow module afresh, "
         "on the engine's workers and the bare worker alike (before session 8)",
     },
+    "sdk-sandbox-calls": {
+        "env": "CASEWORK_WORKER_SANDBOX_DIRECT_CALLS=false",
+        "what": "the SDK's own sandbox instance: each serialization context asked through "
+        "the sandbox, each entry compiled again, on the engine's workers and the bare "
+        "worker alike (before session 9)",
+    },
 }
 # Scenarios that disturb the stack for a while (breach storms, overload) run last.
 ORDER = ["1", "2", "9", "3", "5", "6", "8", "7", "4"]

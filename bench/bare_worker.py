@@ -2,7 +2,8 @@
 
 Same SDK, data converter, sandbox setting (its own workflow module passed through, as the
 engine's worker passes through `workflows`; `CASEWORK_WORKER_SANDBOX_RELOAD_WORKFLOW_MODULES`
-switches both back to reloading) and activity slots (16) as the engine's worker; only the
+switches both back to reloading, `CASEWORK_WORKER_SANDBOX_DIRECT_CALLS` both to the SDK's own
+sandbox instance) and activity slots (16) as the engine's worker; only the
 workflows and the (empty) activity differ.
 """
 
@@ -33,7 +34,9 @@ async def run(address: str, namespace: str, task_queue: str) -> None:
         task_queue=task_queue,
         workflows=list(WORKFLOWS),
         workflow_runner=sandbox_runner(
-            "bench.bare", reload=settings.worker_sandbox_reload_workflow_modules
+            "bench.bare",
+            reload=settings.worker_sandbox_reload_workflow_modules,
+            direct=settings.worker_sandbox_direct_calls,
         ),
         activities=list(ACTIVITIES),
         max_concurrent_activities=16,

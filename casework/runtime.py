@@ -100,7 +100,9 @@ def build_worker(
         task_queue=task_queue or settings.task_queue,
         workflows=list(WORKFLOWS),
         workflow_runner=sandbox_runner(
-            "workflows", reload=settings.worker_sandbox_reload_workflow_modules
+            "workflows",
+            reload=settings.worker_sandbox_reload_workflow_modules,
+            direct=settings.worker_sandbox_direct_calls,
         ),
         activities=[
             *case.all(),

@@ -40,9 +40,14 @@ class Settings(BaseSettings):
     # The workflow sandbox imports a workflow's module afresh for every case it starts or
     # takes back into its cache (about 5 ms of one core for work_permit.py). The engine's
     # workflow modules hold no per-case state, so the worker passes them through; True
-    # gives the SDK's default (each case reloads them), for comparison and diagnosis.
-    # Replays (audit, CI) always reload them, under every sandbox restriction.
+    # gives the SDK's default (each case reloads them and every call they make is checked),
+    # for comparison and diagnosis; the workflow tests run so. Replays (audit, CI) always
+    # reload them, under every sandbox restriction.
     worker_sandbox_reload_workflow_modules: bool = False
+    # The sandbox's bookkeeping calls (a serialization context for each payload, the
+    # compiled entry code) are made without re-entering the sandbox (`casework.sandbox`);
+    # False gives the SDK's own instance, for comparison and diagnosis.
+    worker_sandbox_direct_calls: bool = True
     worker_metrics_address: str = ""  # e.g. 127.0.0.1:9464: the Temporal SDK's Prometheus metrics
     # Simulated registries: latency (seconds) and share of transient failures.
     simulator_latency: float = 0.05

@@ -36,6 +36,11 @@ def wf_settings(tmp_path: Path) -> Settings:
         simulator_latency=0,
         simulator_failure_rate=0,
         task_queue=f"tq-{uuid.uuid4()}",
+        # The SDK's full sandbox: the workflow modules reloaded for each case and every
+        # call they make restricted (the clock, randomness, I/O). The production worker
+        # passes them through (`casework.sandbox`), which lifts those checks at run time;
+        # every path these tests drive is checked here instead.
+        worker_sandbox_reload_workflow_modules=True,
     )
     engine = get_engine(settings.effective_database_url)
     create_all(engine)
