@@ -16,6 +16,7 @@ from temporalio.worker import Replayer
 from casework.contracts import DecisionRecord, DecisionRequest
 from casework.db import DecisionRow
 from casework.runtime import WORKFLOWS  # what the worker runs is what an audit replays
+from casework.sandbox import replay_runner
 from workflows import activity_names as act
 
 
@@ -117,7 +118,9 @@ async def replay_history(
     engine: Engine, history: WorkflowHistory, workflows: list[Any] | None = None
 ) -> ReplayReport:
     replayer = Replayer(
-        workflows=workflows or workflows_for(history), data_converter=pydantic_data_converter
+        workflows=workflows or workflows_for(history),
+        data_converter=pydantic_data_converter,
+        workflow_runner=replay_runner(),
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     failure = result.replay_failure

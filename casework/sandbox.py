@@ -105,3 +105,11 @@ def sandbox_runner(
         direct = False
     runner = DirectSandboxRunner if direct else SandboxedWorkflowRunner
     return runner(restrictions=restrictions)
+
+
+def replay_runner() -> SandboxedWorkflowRunner:
+    """What every replay runs under (the auditors' replay, CI's recorded histories, the
+    bench): the SDK's default sandbox, the workflow modules imported afresh for each
+    history and every call they make checked; only the sandbox's bookkeeping calls are
+    made directly (`_DirectInstance`)."""
+    return sandbox_runner(reload=True)

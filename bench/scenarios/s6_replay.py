@@ -1,7 +1,8 @@
 """Scenario 6: replay. One full recorded case history (work_permit_approved.json) and a
-bulk of N copies, through the SDK's sandboxed Replayer with the engine's workflows, vs a
-bare history of the same shape (the `BareCase` workflow run once on this server, with
-the recorded case's activities, updates, timers and upserts) replayed the same way.
+bulk of N copies, through the Replayer and sandbox the audit uses
+(`casework.sandbox.replay_runner`) with the engine's workflows, vs a bare history of the
+same shape (the `BareCase` workflow run once on this server, with the recorded case's
+activities, updates, timers and upserts) replayed the same way.
 
 Also reported: the engine's audit path for one case (`casework.audit.replay_history`:
 replay plus the decision-register check).
@@ -25,6 +26,7 @@ from bench.shape import APPROVED, load_history_json, ops_from_history
 from bench.stack import BARE_QUEUE
 from bench.stats import summary_ms
 from casework.audit import replay_history, workflows_for
+from casework.sandbox import replay_runner
 
 
 async def bare_history(ctx: Ctx) -> WorkflowHistory:
@@ -49,7 +51,11 @@ async def replay_single(
 ) -> list[float]:
     out = []
     for _ in range(k):
-        replayer = Replayer(workflows=replayer_workflows, data_converter=pydantic_data_converter)
+        replayer = Replayer(
+            workflows=replayer_workflows,
+            data_converter=pydantic_data_converter,
+            workflow_runner=replay_runner(),
+        )
         t0 = time.perf_counter()
         result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
         out.append(time.perf_counter() - t0)
@@ -58,7 +64,11 @@ async def replay_single(
 
 
 async def replay_bulk(replayer_workflows: list[Any], history: WorkflowHistory, n: int) -> float:
-    replayer = Replayer(workflows=replayer_workflows, data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=replayer_workflows,
+        data_converter=pydantic_data_converter,
+        workflow_runner=replay_runner(),
+    )
     t0 = time.perf_counter()
     results = await replayer.replay_workflows(_copies(history, n), raise_on_replay_failure=True)
     wall = time.perf_counter() - t0

@@ -13,6 +13,7 @@ from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
 from casework.contracts import CaseStart, QuotaRequest
+from casework.sandbox import replay_runner
 from workflows.kandas_status import KandasStatusWorkflow
 from workflows.work_permit import CaseResult, WorkPermitWorkflow
 
@@ -34,7 +35,9 @@ def test_every_path_has_a_recorded_history() -> None:
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_history_replays_with_todays_code(path: Path) -> None:
     replayer = Replayer(
-        workflows=[WorkPermitWorkflow, KandasStatusWorkflow], data_converter=pydantic_data_converter
+        workflows=[WorkPermitWorkflow, KandasStatusWorkflow],
+        data_converter=pydantic_data_converter,
+        workflow_runner=replay_runner(),
     )
     result = await replayer.replay_workflow(load(path))
     assert result.replay_failure is None
@@ -55,7 +58,11 @@ class ReorderedWorkPermit(WorkPermitWorkflow):
 
 
 async def test_an_incompatible_change_is_reported_as_nondeterministic() -> None:
-    replayer = Replayer(workflows=[ReorderedWorkPermit], data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=[ReorderedWorkPermit],
+        data_converter=pydantic_data_converter,
+        workflow_runner=replay_runner(),
+    )
     with pytest.raises(NondeterminismError):
         await replayer.replay_workflow(
             load(next(p for p in HISTORIES if p.stem == "work_permit_approved"))
