@@ -261,8 +261,37 @@ async def load_parallel(conninfo: str, start: int, stop: int, now: datetime) -> 
 # --------------------------------------------------------------------------- plans
 
 
-async def capture_plans(ctx: Ctx, url: str) -> dict[str, list[dict[str, str]]]:
-    """Run each endpoint once in-process, capture its SQL, and EXPLAIN ANALYZE it."""
+def bare_sql_rounds(
+    conn: Any, statements: list[tuple[str, Any]], rounds: int, samples: int
+) -> list[dict[str, Any]]:
+    """The bare side of scenario 4: the statements an endpoint ran (its session settings
+    included), sent again as they were, with the same parameters, straight through the
+    database driver in one transaction, results fetched; no API, no ORM. Timed like the
+    endpoint: `rounds` rounds of `samples`."""
+    cursor = conn.connection.driver_connection.cursor()
+    out = []
+    try:
+        for _ in range(rounds):
+            lat = []
+            for _ in range(samples):
+                t0 = time.perf_counter()
+                for sql, params in statements:
+                    cursor.execute(sql, params)
+                    if cursor.description is not None:
+                        cursor.fetchall()
+                lat.append(time.perf_counter() - t0)
+                conn.connection.driver_connection.rollback()
+            out.append(summary_ms(lat))
+    finally:
+        cursor.close()
+    return out
+
+
+async def capture_plans(
+    ctx: Ctx, url: str, samples: int
+) -> tuple[dict[str, list[dict[str, str]]], dict[str, list[dict[str, Any]]]]:
+    """Run each endpoint once in-process, capture its SQL, and EXPLAIN ANALYZE it; then
+    time the same SQL alone (`bare_sql_rounds`)."""
     from api.main import create_app
 
     settings = ctx.stack.settings.model_copy(update={"database_url": url})
@@ -278,6 +307,7 @@ async def capture_plans(ctx: Ctx, url: str) -> dict[str, list[dict[str, str]]]:
     event.listen(engine, "before_cursor_execute", grab)
     api = Api(ctx.stack)
     plans: dict[str, list[dict[str, str]]] = {}
+    bare: dict[str, list[dict[str, Any]]] = {}
     try:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
@@ -299,12 +329,37 @@ async def capture_plans(ctx: Ctx, url: str) -> dict[str, list[dict[str, str]]]:
                         rows = conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + sql, p).all()
                         out.append({"sql": sql, "plan": "\n".join(r[0] for r in rows)})
                     conn.rollback()
+                    bare[name] = bare_sql_rounds(conn, statements, ctx.runs, samples)
                 plans[name] = out
     finally:
         event.remove(engine, "before_cursor_execute", grab)
         await api.close()
         engine.dispose()
-    return plans
+    return plans, bare
+
+
+def _with_bare_sql(
+    res: ScenarioResult, size: int, bare: dict[str, list[dict[str, Any]]], details: dict[str, Any]
+) -> None:
+    """Each endpoint's row at `size` gets its bare side: the same SQL alone. On a slower
+    machine both move; their ratio is what the engine's API, ORM and JSON add."""
+    for i, row in enumerate(res.rows):
+        name = row.key.split(".")[-1]
+        if not row.key.startswith(f"4.{size}.") or name not in bare:
+            continue
+        details[name]["bare_sql_rounds"] = bare[name]
+        new = row_from_runs(
+            row.key,
+            row.label,
+            row.unit,
+            row.runs,
+            [r.get("p95_ms") for r in bare[name]],
+            row.target,
+            None,
+            baseline_label="the same SQL alone, through the driver",
+        )
+        new.met = row.met
+        res.rows[i] = new
 
 
 # --------------------------------------------------------------------------- run
@@ -410,7 +465,9 @@ async def run(ctx: Ctx) -> ScenarioResult:
                     v = res.rows[-1].value
                     res.rows[-1].met = v is not None and v <= 100
             details["sizes"][str(size)] = size_details
-            details["plans"][str(size)] = await capture_plans(ctx, bench_url)
+            plans, bare = await capture_plans(ctx, bench_url, per_round)
+            details["plans"][str(size)] = plans
+            _with_bare_sql(res, size, bare, size_details)
             log(
                 f"s4: {size} cases: "
                 + ", ".join(
