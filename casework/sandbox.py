@@ -22,7 +22,7 @@ _IN_SANDBOX = "__temporal_in_sandbox"
 
 class _DirectInstance(sdk_runner._Instance):
     """The SDK's sandboxed instance, two costs lighter; the workflow's own code (its start,
-    each activation) runs exactly as before, under every restriction.
+    each activation) runs exactly as before, under the same restrictions.
 
     1. The SDK runs each call into the sandbox with `exec` of a source string, so Python
        compiles it again each time (15 µs here). The compiled code is kept per string.
