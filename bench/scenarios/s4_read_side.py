@@ -9,7 +9,8 @@ counted in its counts of open tasks and cases (casework.db).
 A second API process (`casework.cli api`) reads that database; the inbox and SLA-board
 endpoints are timed over HTTP at each size, and the SQL each endpoint runs is captured
 (in-process, same app) and saved with its `EXPLAIN (ANALYZE, BUFFERS)` plan, run with the
-session settings the endpoint made for it.
+session settings the endpoint made for it. The bare side of each figure is that same SQL
+sent alone through the driver (`bare_sql_rounds`), timed the same way.
 """
 
 from __future__ import annotations
