@@ -20,7 +20,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from bench.bare import ACTIVITIES, WORKFLOWS
-from casework.sandbox import sandbox_runner
+from casework.sandbox import worker_sandbox
 from casework.settings import Settings
 
 
@@ -33,11 +33,7 @@ async def run(address: str, namespace: str, task_queue: str) -> None:
         client,
         task_queue=task_queue,
         workflows=list(WORKFLOWS),
-        workflow_runner=sandbox_runner(
-            "bench.bare",
-            reload=settings.worker_sandbox_reload_workflow_modules,
-            direct=settings.worker_sandbox_direct_calls,
-        ),
+        workflow_runner=worker_sandbox(settings, "bench.bare"),
         activities=list(ACTIVITIES),
         max_concurrent_activities=16,
         # As many workflow-task polls as an engine worker process.

@@ -11,12 +11,11 @@ from sqlmodel import Session, select
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
 
 from casework.contracts import DecisionRecord, DecisionRequest
 from casework.db import DecisionRow
 from casework.runtime import WORKFLOWS  # what the worker runs is what an audit replays
-from casework.sandbox import replay_runner
+from casework.sandbox import replayer
 from workflows import activity_names as act
 
 
@@ -117,12 +116,9 @@ def check_decisions(engine: Engine, history: WorkflowHistory) -> list[DecisionCh
 async def replay_history(
     engine: Engine, history: WorkflowHistory, workflows: list[Any] | None = None
 ) -> ReplayReport:
-    replayer = Replayer(
-        workflows=workflows or workflows_for(history),
-        data_converter=pydantic_data_converter,
-        workflow_runner=replay_runner(),
+    result = await replayer(workflows or workflows_for(history)).replay_workflow(
+        history, raise_on_replay_failure=False
     )
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     failure = result.replay_failure
     checks = check_decisions(engine, history)
     first = (

@@ -18,7 +18,7 @@ from activities.kandas import KandasActivities, KandasRegistries, simulated_kand
 from activities.registries import Registries, SimulatedPaymentGateway, simulated_registries
 from activities.webhooks import WebhookActivities
 from casework.db import create_all, get_engine
-from casework.sandbox import sandbox_runner
+from casework.sandbox import worker_sandbox
 from casework.settings import Settings
 from workflows.kandas_status import KandasStatusWorkflow
 from workflows.work_permit import WorkPermitWorkflow
@@ -99,11 +99,7 @@ def build_worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=list(WORKFLOWS),
-        workflow_runner=sandbox_runner(
-            "workflows",
-            reload=settings.worker_sandbox_reload_workflow_modules,
-            direct=settings.worker_sandbox_direct_calls,
-        ),
+        workflow_runner=worker_sandbox(settings, "workflows"),
         activities=[
             *case.all(),
             *kandas.all(),

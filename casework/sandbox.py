@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import temporalio.workflow
-from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer, WorkflowInstance, WorkflowInstanceDetails
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 from temporalio.worker.workflow_sandbox import _runner as sdk_runner
+
+from casework.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +111,24 @@ def sandbox_runner(
     return runner(restrictions=restrictions)
 
 
-def replay_runner() -> SandboxedWorkflowRunner:
-    """What every replay runs under (the auditors' replay, CI's recorded histories, the
-    bench): the SDK's default sandbox, the workflow modules imported afresh for each
-    history and every call they make checked; only the sandbox's bookkeeping calls are
-    made directly (`_DirectInstance`)."""
-    return sandbox_runner(reload=True)
+def worker_sandbox(settings: Settings, *workflow_modules: str) -> SandboxedWorkflowRunner:
+    """The sandbox a worker runs its workflow modules under, as the settings choose: the
+    engine's workers and the bench's bare worker take it from here, so both sides always
+    run the same sandbox setting."""
+    return sandbox_runner(
+        *workflow_modules,
+        reload=settings.worker_sandbox_reload_workflow_modules,
+        direct=settings.worker_sandbox_direct_calls,
+    )
+
+
+def replayer(workflows: Sequence[type]) -> Replayer:
+    """The Replayer every replay uses (the auditors' replay, CI's recorded histories, the
+    bench): the engine's data converter and the SDK's default sandbox, the workflow
+    modules imported afresh for each history and every call they make checked; only the
+    sandbox's bookkeeping calls are made directly (`_DirectInstance`)."""
+    return Replayer(
+        workflows=list(workflows),
+        data_converter=pydantic_data_converter,
+        workflow_runner=sandbox_runner(reload=True),
+    )

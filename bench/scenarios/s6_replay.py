@@ -1,6 +1,6 @@
 """Scenario 6: replay. One full recorded case history (work_permit_approved.json) and a
 bulk of N copies, through the Replayer and sandbox the audit uses
-(`casework.sandbox.replay_runner`) with the engine's workflows, vs a bare history of the
+(`casework.sandbox.replayer`) with the engine's workflows, vs a bare history of the
 same shape (the `BareCase` workflow run once on this server, with the recorded case's
 activities, updates, timers and upserts) replayed the same way.
 
@@ -17,8 +17,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
 
 from bench.bare import BareCase
 from bench.common import Ctx, ScenarioResult, log, row_from_runs
@@ -26,7 +24,7 @@ from bench.shape import APPROVED, load_history_json, ops_from_history
 from bench.stack import BARE_QUEUE
 from bench.stats import summary_ms
 from casework.audit import replay_history, workflows_for
-from casework.sandbox import replay_runner
+from casework.sandbox import replayer
 
 
 async def bare_history(ctx: Ctx) -> WorkflowHistory:
@@ -51,26 +49,19 @@ async def replay_single(
 ) -> list[float]:
     out = []
     for _ in range(k):
-        replayer = Replayer(
-            workflows=replayer_workflows,
-            data_converter=pydantic_data_converter,
-            workflow_runner=replay_runner(),
-        )
+        engine_replayer = replayer(replayer_workflows)
         t0 = time.perf_counter()
-        result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
+        result = await engine_replayer.replay_workflow(history, raise_on_replay_failure=True)
         out.append(time.perf_counter() - t0)
         _ = result
     return out
 
 
 async def replay_bulk(replayer_workflows: list[Any], history: WorkflowHistory, n: int) -> float:
-    replayer = Replayer(
-        workflows=replayer_workflows,
-        data_converter=pydantic_data_converter,
-        workflow_runner=replay_runner(),
-    )
     t0 = time.perf_counter()
-    results = await replayer.replay_workflows(_copies(history, n), raise_on_replay_failure=True)
+    results = await replayer(replayer_workflows).replay_workflows(
+        _copies(history, n), raise_on_replay_failure=True
+    )
     wall = time.perf_counter() - t0
     if len(results.replay_failures):
         raise RuntimeError(f"{len(results.replay_failures)} replay failures")

@@ -8,12 +8,10 @@ from pathlib import Path
 import pytest
 from temporalio import workflow
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
 from casework.contracts import CaseStart, QuotaRequest
-from casework.sandbox import replay_runner
+from casework.sandbox import replayer
 from workflows.kandas_status import KandasStatusWorkflow
 from workflows.work_permit import CaseResult, WorkPermitWorkflow
 
@@ -34,12 +32,7 @@ def test_every_path_has_a_recorded_history() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_history_replays_with_todays_code(path: Path) -> None:
-    replayer = Replayer(
-        workflows=[WorkPermitWorkflow, KandasStatusWorkflow],
-        data_converter=pydantic_data_converter,
-        workflow_runner=replay_runner(),
-    )
-    result = await replayer.replay_workflow(load(path))
+    result = await replayer([WorkPermitWorkflow, KandasStatusWorkflow]).replay_workflow(load(path))
     assert result.replay_failure is None
 
 
@@ -58,13 +51,8 @@ class ReorderedWorkPermit(WorkPermitWorkflow):
 
 
 async def test_an_incompatible_change_is_reported_as_nondeterministic() -> None:
-    replayer = Replayer(
-        workflows=[ReorderedWorkPermit],
-        data_converter=pydantic_data_converter,
-        workflow_runner=replay_runner(),
-    )
     with pytest.raises(NondeterminismError):
-        await replayer.replay_workflow(
+        await replayer([ReorderedWorkPermit]).replay_workflow(
             load(next(p for p in HISTORIES if p.stem == "work_permit_approved"))
         )
 
@@ -90,7 +78,5 @@ async def test_the_audit_replay_loads_only_the_class_that_recorded_the_case(path
     chosen = workflows_for(history)
     expected = KandasStatusWorkflow if path.stem.startswith("kandas") else WorkPermitWorkflow
     assert chosen == [expected]
-    result = await Replayer(
-        workflows=chosen, data_converter=pydantic_data_converter
-    ).replay_workflow(history)
+    result = await replayer(chosen).replay_workflow(history)
     assert result.replay_failure is None

@@ -16,12 +16,11 @@ import uuid
 import pytest
 from temporalio import workflow
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Worker
 from temporalio.workflow import NondeterminismError
 
-from casework.sandbox import replay_runner, sandbox_runner
+from casework.sandbox import replayer, sandbox_runner
 
 _cases_seen: list[str] = []  # module state a workflow must never keep
 
@@ -62,14 +61,10 @@ async def test_a_passed_through_module_is_shared_and_strict_replay_catches_its_s
     cases = await _two_cases(ts_env.client, reload=False)
     # One import for both cases: the second sees what the first left behind.
     assert [count for count, _ in cases] == [1, 2]
-    replayer = Replayer(
-        workflows=[KeepsModuleState],
-        data_converter=pydantic_data_converter,
-        workflow_runner=replay_runner(),
-    )
-    await replayer.replay_workflow(cases[0][1])  # type: ignore[arg-type]
+    strict = replayer([KeepsModuleState])
+    await strict.replay_workflow(cases[0][1])  # type: ignore[arg-type]
     with pytest.raises(NondeterminismError):
-        await replayer.replay_workflow(cases[1][1])  # type: ignore[arg-type]
+        await strict.replay_workflow(cases[1][1])  # type: ignore[arg-type]
 
 
 async def test_reloading_gives_every_case_its_own_module(ts_env: WorkflowEnvironment) -> None:
