@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -22,10 +23,19 @@ def counts(stack: Stack) -> dict[str, int]:
         }
 
 
-async def workflow_count(stack: Stack) -> int:
-    return (
-        await stack.env.client.count_workflows(f'TaskQueue="{stack.settings.task_queue}"')
-    ).count
+async def workflow_count(stack: Stack, expected: int) -> int:
+    """The number of workflows on the stack's task queue, read from the server's visibility
+    store. That store lags a start by a moment, so wait (up to 10 s) for the `expected`
+    count, then read again a little later: a late extra workflow still shows."""
+    query = f'TaskQueue="{stack.settings.task_queue}"'
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        count = (await stack.env.client.count_workflows(query)).count
+        if count == expected or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
+    return (await stack.env.client.count_workflows(query)).count
 
 
 def names(body: dict[str, Any]) -> set[str]:
@@ -59,7 +69,7 @@ async def test_invalid_application_is_rejected_field_by_field(
     assert body["status"] == 422 and body["type"].endswith("invalid-request")
     assert field in names(body)
     assert counts(stack) == before
-    assert await workflow_count(stack) == 0
+    assert await workflow_count(stack, 0) == 0
 
 
 async def test_missing_idempotency_key_is_a_field_error(stack: Stack) -> None:
@@ -77,10 +87,10 @@ async def test_a_retry_with_the_same_key_returns_the_same_case(stack: Stack) -> 
     again = await start_case(stack, key=key)
     assert first.status_code == again.status_code == 201
     assert first.json() == again.json()
-    assert await workflow_count(stack) == 1
+    assert await workflow_count(stack, 1) == 1
     reused = await start_case(stack, key=key, position="Crane operator")
     assert reused.status_code == 422 and "Idempotency-Key" in names(reused.json())
-    assert await workflow_count(stack) == 1
+    assert await workflow_count(stack, 1) == 1
 
 
 async def test_invalid_forms_wrong_scope_and_completed_tasks_change_nothing(stack: Stack) -> None:
