@@ -58,6 +58,12 @@ EXPERIMENTS: dict[str, dict[str, str]] = {
         "the sandbox, each entry compiled again, on the engine's workers and the bare "
         "worker alike (before session 9)",
     },
+    "sdk-payload-walks": {
+        "env": "CASEWORK_WORKER_SKIP_IDLE_PAYLOAD_WALKS=false",
+        "what": "the SDK walks every payload of every activation and completion for a codec "
+        "and external storage although neither is configured, on the engine's workers and "
+        "the bare worker alike (before session 10)",
+    },
 }
 # Scenarios that disturb the stack for a while (breach storms, overload) run last.
 ORDER = ["1", "2", "9", "3", "5", "6", "8", "7", "4"]

@@ -14,7 +14,8 @@ from temporalio.worker import Replayer, WorkflowInstance, WorkflowInstanceDetail
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 from temporalio.worker.workflow_sandbox import _runner as sdk_runner
 
-from casework.settings import Settings
+from casework.payload_walks import skip_idle_payload_walks
+from casework.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +113,12 @@ def sandbox_runner(
 
 
 def worker_sandbox(settings: Settings, *workflow_modules: str) -> SandboxedWorkflowRunner:
-    """The sandbox a worker runs its workflow modules under, as the settings choose: the
-    engine's workers and the bench's bare worker take it from here, so both sides always
-    run the same sandbox setting."""
+    """The sandbox a worker runs its workflow modules under, and whether this process skips
+    the SDK's idle payload walks (`casework.payload_walks`), as the settings choose: the
+    engine's workers and the bench's bare worker take both from here, so both sides always
+    run the same setting."""
+    if settings.worker_skip_idle_payload_walks:
+        skip_idle_payload_walks()
     return sandbox_runner(
         *workflow_modules,
         reload=settings.worker_sandbox_reload_workflow_modules,
@@ -126,7 +130,10 @@ def replayer(workflows: Sequence[type]) -> Replayer:
     """The Replayer every replay uses (the auditors' replay, CI's recorded histories, the
     bench): the engine's data converter and the SDK's default sandbox, the workflow
     modules imported afresh for each history and every call they make checked; only the
-    sandbox's bookkeeping calls are made directly (`_DirectInstance`)."""
+    sandbox's bookkeeping calls are made directly (`_DirectInstance`) and the idle
+    payload walks skipped as the settings choose (`casework.payload_walks`)."""
+    if get_settings().worker_skip_idle_payload_walks:
+        skip_idle_payload_walks()
     return Replayer(
         workflows=list(workflows),
         data_converter=pydantic_data_converter,

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     # compiled entry code) are made without re-entering the sandbox (`casework.sandbox`);
     # False gives the SDK's own instance, for comparison and diagnosis.
     worker_sandbox_direct_calls: bool = True
+    # The SDK's walks over every payload of every activation and completion (for a payload
+    # codec and external storage) are skipped while neither is configured
+    # (`casework.payload_walks`); False lets them run, for comparison and diagnosis.
+    worker_skip_idle_payload_walks: bool = True
     worker_metrics_address: str = ""  # e.g. 127.0.0.1:9464: the Temporal SDK's Prometheus metrics
     # Simulated registries: latency (seconds) and share of transient failures.
     simulator_latency: float = 0.05

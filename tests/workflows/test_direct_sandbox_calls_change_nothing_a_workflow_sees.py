@@ -12,10 +12,10 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import pytest
-from temporalio import activity, workflow
+from temporalio import workflow
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -31,23 +31,8 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import RestrictedWorkflowAccessError
 
 from casework.sandbox import DirectSandboxRunner, sandbox_runner
-
-
-@activity.defn
-async def stamp(text: str) -> str:
-    return f"{text}!"
-
-
-@workflow.defn
-class TwoSteps:
-    @workflow.run
-    async def run(self, text: str) -> str:
-        local = await workflow.execute_local_activity(
-            stamp, text, start_to_close_timeout=timedelta(seconds=5)
-        )
-        return await workflow.execute_activity(
-            stamp, local, start_to_close_timeout=timedelta(seconds=5)
-        )
+from tests.workflows import two_steps
+from tests.workflows.two_steps import TwoSteps, stamp
 
 
 @workflow.defn(failure_exception_types=[RestrictedWorkflowAccessError])
@@ -88,7 +73,7 @@ async def _contexts(env: WorkflowEnvironment, *, direct: bool) -> tuple[str, lis
     converter = dataclasses.replace(pydantic_data_converter, payload_codec=RecordingCodec(log))
     client = Client(**{**env.client.config(), "data_converter": converter})
     queue = f"tq-{uuid.uuid4()}"
-    runner = sandbox_runner(__name__, direct=direct)
+    runner = sandbox_runner(two_steps.__name__, direct=direct)
     assert isinstance(runner, DirectSandboxRunner) == direct
     async with Worker(
         client, task_queue=queue, workflows=[TwoSteps], activities=[stamp], workflow_runner=runner
