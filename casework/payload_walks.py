@@ -7,8 +7,9 @@ codec (encryption, compression), external storage of large payloads, and the cod
 for storage references. For every payload it finds it resolves a serialization context
 (building a data converter for each activity's) and calls the stage. With no codec and no
 external storage configured, as in this engine, every stage hands each payload back
-unchanged; the walks cost a fifth of a worker's CPU in a task completion (py-spy, session
-10) and change nothing.
+unchanged: the walks change nothing, yet py-spy found a fifth of a worker's Python samples
+in them during task completions, and skipping them saved 6-10 % of the workers' CPU per
+case and per breach (BENCHMARKS.md, session 10).
 
 `skip_idle_payload_walks()` wraps the SDK's two entry points: when the data converter of
 the workflow worker has neither a codec nor external storage, they return at once;
