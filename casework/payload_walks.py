@@ -22,6 +22,7 @@ decode that payload instead, with the SDK's conversion error.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -45,6 +46,7 @@ def walks_change_nothing(data_converter: DataConverter) -> bool:
 
 
 def _skipping(original: Any) -> Any:
+    @functools.wraps(original)
     async def entry_point(
         message: Any, data_converter: DataConverter, *args: Any, **kwargs: Any
     ) -> Any:
@@ -53,8 +55,6 @@ def _skipping(original: Any) -> Any:
         return await original(message, data_converter, *args, **kwargs)
 
     setattr(entry_point, _MARK, original)
-    entry_point.__name__ = original.__name__
-    entry_point.__doc__ = original.__doc__
     return entry_point
 
 

@@ -28,6 +28,7 @@ from api.admission import ADMITTED
 from api.auth import CurrentActor
 from api.deps import ClientDep, SessionDep, SettingsDep
 from api.errors import Problem, from_temporal
+from api.routes.tasks import task_view
 from api.timing import ServerTiming
 from casework.contracts import (
     KZ_TZ,
@@ -70,8 +71,11 @@ def case_number(prefix: str, caller: str, key: str) -> str:
     return f"{prefix}-" + base64.b32encode(digest).decode()[:10]
 
 
+_CASE_HIDDEN = {"rev"}  # bookkeeping of the projection, in no view of a case
+
+
 def case_view(row: CaseRow) -> dict[str, Any]:
-    return row.model_dump(mode="json", exclude={"rev"})
+    return row.model_dump(mode="json", exclude=_CASE_HIDDEN)
 
 
 class _CasePage(TypedDict):
@@ -82,7 +86,7 @@ class _CasePage(TypedDict):
 # A page of cases is written to JSON in one call into pydantic-core, like the inbox
 # (`api/routes/tasks.py`): the same bytes as a `CaseList` of `case_view`s.
 _CASE_PAGE = TypeAdapter(_CasePage)
-_CASE_PAGE_EXCLUDE = {"items": {"__all__": {"rev"}}}
+_CASE_PAGE_EXCLUDE = {"items": {"__all__": _CASE_HIDDEN}}
 
 
 def _summary(p: CaseProjection) -> CaseSummary:
@@ -392,7 +396,7 @@ def get_case(
     )
     return {
         **case_view(row),
-        "tasks": [t.model_dump(mode="json", exclude={"rev"}) for t in visible_tasks],
+        "tasks": [task_view(t) for t in visible_tasks],
         "clocks": [c.model_dump(mode="json", exclude={"rev"}) for c in clocks],
         "decisions": [
             d.model_dump(mode="json", exclude={"document_path", "idempotency_key"})
