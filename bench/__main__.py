@@ -6,6 +6,10 @@ worker), runs each scenario beside its bare baseline in the same run, on the sam
 with the same concurrency (median of 3 runs; quick mode: 1 run with tiny N), and writes
 `<out>/<timestamp>-<mode>.json` and `<out>/latest.json`; with the default `--out` it also
 rewrites the results tables of BENCHMARKS.md (`python -m bench.report`).
+
+With `--target` it measures a running stack instead (the one the `CASEWORK_*` environment
+describes, its API at `--api-url`): only the bare baseline's worker is started, beside it on
+the same Temporal server; results go to `<out>/targets/`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pathlib import Path
 
 from bench.common import Ctx, ScenarioResult, log
 from bench.machine import busy_jiffies, machine_info, steal_jiffies
-from bench.stack import cpu_seconds, new_stack
+from bench.stack import BenchStack, TargetStack, cpu_seconds, new_stack, new_target_stack
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -90,6 +94,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=None, help="runs per figure (default 3; quick 1)")
     p.add_argument("--keep", action="store_true", help="keep the stack's data folder")
     p.add_argument(
+        "--target",
+        action="store_true",
+        help="measure a running stack (a development or staging one: the bench files cases, "
+        "pays them and tops up quota pools), configured by the same CASEWORK_* environment "
+        "it was started with; results go to <out>/targets",
+    )
+    p.add_argument(
+        "--api-url",
+        default="",
+        help="with --target: the target's API (default: CASEWORK_PUBLIC_BASE_URL)",
+    )
+    p.add_argument(
         "--experiment",
         help=f"comma-separated, from {sorted(EXPERIMENTS)} (see bench/experiments)",
     )
@@ -134,16 +150,27 @@ async def main_async(args: argparse.Namespace) -> int:
         mode += "-exp-" + "+".join(experiments)
     if args.read_model == "postgres":
         mode += "-pg"
-    if experiments or args.read_model != "sqlite":
-        if args.out.resolve() == DEFAULT_OUT:
+    if args.target and (experiments or args.read_model != "sqlite"):
+        raise SystemExit(
+            "--target measures the stack as it runs: --experiment and --read-model "
+            "change a stack the bench starts itself"
+        )
+    if args.target:
+        mode += "-target"
+    if args.out.resolve() == DEFAULT_OUT:
+        if experiments or args.read_model != "sqlite":
             args.out = DEFAULT_OUT / "experiments"
+        elif args.target:
+            args.out = DEFAULT_OUT / "targets"
     runs = args.runs or (1 if args.quick else 3)
     started = datetime.now(UTC)
     t0 = time.monotonic()
     machine = machine_info()
     busy0 = busy_jiffies()
     steal0 = steal_jiffies()
-    stack = new_stack(keep=args.keep)
+    stack: BenchStack = (
+        new_target_stack(args.api_url, keep=args.keep) if args.target else new_stack(args.keep)
+    )
     if args.read_model == "postgres":
         stack.use_postgres(args.postgres_url)
     for e in experiments:
@@ -157,8 +184,14 @@ async def main_async(args: argparse.Namespace) -> int:
     ours0 = cpu_seconds(os.getpid())
     stack_cpu: dict[str, float] = {}
     try:
-        log(f"starting the stack in {stack.data_dir}")
+        if isinstance(stack, TargetStack):
+            log(f"target: API {stack.api_url}, Temporal {stack.settings.temporal_address}")
+        else:
+            log(f"starting the stack in {stack.data_dir}")
         await stack.start()
+        # A target's processes ran before the bench: only what they spend from now counts.
+        cpu_before_run = dict(stack.cpu()) if stack.observed else {}
+        cpu_before_run.pop("bench", None)
         log(f"stack up: Temporal {stack.settings.temporal_address}, API {stack.api_url}")
         ctx = Ctx(stack=stack, quick=args.quick, runs=runs, postgres_url=args.postgres_url)
         for sid in ORDER:
@@ -166,7 +199,9 @@ async def main_async(args: argparse.Namespace) -> int:
                 log(f"scenario {sid}: {SCENARIOS[sid][1]}")
                 results[sid] = await run_scenario(sid, ctx)
         # The stack's processes and the workers' render processes (not other load).
-        stack_cpu = {n: v for n, v in stack.cpu().items() if n != "bench"}
+        stack_cpu = {
+            n: v - cpu_before_run.get(n, 0.0) for n, v in stack.cpu().items() if n != "bench"
+        }
     finally:
         await stack.stop()
     wall = time.monotonic() - t0
@@ -193,7 +228,9 @@ async def main_async(args: argparse.Namespace) -> int:
         "started_at": started.isoformat(timespec="seconds"),
         "duration_s": round(wall, 1),
         "machine": machine,
-        "stack": {
+        "stack": stack.describe()
+        if isinstance(stack, TargetStack)
+        else {
             "temporal": "dev server (temporal server start-dev), SQLite file in WAL mode "
             "(journal_mode=WAL, synchronous=NORMAL), project search attributes, headless",
             "worker": "python -m casework.cli worker (casework.runtime.build_worker)",

@@ -5,6 +5,11 @@ process on free ports, with its data in a temporary folder.
 
 Simulated registries run with latency 0 and failure rate 0: we measure the engine, not the
 simulated registries.
+
+Or a running stack (`--target`, `TargetStack`): its Temporal server, API, workers and
+read model are taken as they are, configured by the same `CASEWORK_*` environment the
+stack was started with; the bench starts only the bare baseline's worker beside it, on the
+same Temporal server, and never stops the target's processes.
 """
 
 from __future__ import annotations
@@ -96,6 +101,49 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.partition(b"=") for item in raw.split(b"\0") if item)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, _, v in pairs}
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def stack_processes(data_dir: Path) -> dict[str, int]:
+    """The processes of a stack that `casework up` runs on this machine with this data
+    folder (it gives each of them `CASEWORK_DATA_DIR`): its Temporal dev server, its API
+    and its workers, named as the bench names its own (`worker`, `worker2`, ...)."""
+    wanted = str(data_dir.resolve())
+    found: list[tuple[str, int]] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        pid = int(entry.name)
+        if _environ(pid).get("CASEWORK_DATA_DIR") != wanted:
+            continue
+        args = _cmdline(pid)
+        if "start-dev" in args:
+            found.append(("temporal", pid))
+        elif "casework.cli" in args and "worker" in args:
+            found.append(("worker", pid))
+        elif "casework.cli" in args and "api" in args:
+            found.append(("api", pid))
+    names: dict[str, int] = {}
+    for kind, pid in sorted(found, key=lambda f: f[1]):  # the first worker started is `worker`
+        n = sum(1 for name in names if name.startswith(kind))
+        names[kind if n == 0 else f"{kind}{n + 1}"] = pid
+    return names
+
+
 def descendants(pids: set[int]) -> set[int]:
     """Every living process below these (the worker's forkserver and render processes)."""
     children: dict[int, list[int]] = {}
@@ -151,11 +199,11 @@ class Proc:
 
 @dataclass
 class BenchStack:
-    data_dir: Path
+    data_dir: Path  # the bench's own files (a target keeps its data where it is)
     temporal_port: int
     api_port: int
     settings: Settings
-    override_dir: Path
+    override_dir: Path | None  # drill rule sets (scenario 7); None: the target has none
     procs: dict[str, Proc] = field(default_factory=dict)
     client: Client | None = None
     keep: bool = False
@@ -168,6 +216,10 @@ class BenchStack:
     extra_env: dict[str, str] = field(default_factory=dict)  # experiments: settings changed
     pg_admin: str = ""
     pg_database: str = ""  # set when the read model is on PostgreSQL (--read-model postgres)
+    engine_queue: str = ENGINE_QUEUE
+    # A target's processes found on this machine: measured (CPU, memory), never started,
+    # signalled or stopped by the bench.
+    observed: dict[str, int] = field(default_factory=dict)
 
     @property
     def api_url(self) -> str:
@@ -217,15 +269,15 @@ class BenchStack:
         return proc
 
     def pids(self) -> dict[str, int]:
-        return {name: p.pid for name, p in self.procs.items()}
+        return {**self.observed, **{name: p.pid for name, p in self.procs.items()}}
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds used so far by each stack process and by the bench process."""
-        out = {name: cpu_seconds(p.pid) for name, p in self.procs.items()}
+        out = {name: cpu_seconds(pid) for name, pid in self.pids().items()}
         out["bench"] = cpu_seconds(os.getpid())
         # The decision render processes (children of the workers' forkservers) are not in
         # their worker's own figure. A render process replaced meanwhile takes its time away.
-        workers = {p.pid for name, p in self.procs.items() if name.startswith("worker")}
+        workers = {pid for name, pid in self.pids().items() if name.startswith("worker")}
         out["worker_children"] = sum(cpu_seconds(pid) for pid in descendants(workers))
         return out
 
@@ -241,13 +293,16 @@ class BenchStack:
         for p in self.procs.values():
             if p.popen.poll() is not None:
                 raise RuntimeError(f"{p.name} exited ({p.popen.returncode}):\n{p.tail()}")
+        for name, pid in self.observed.items():
+            if not Path(f"/proc/{pid}").exists():
+                raise RuntimeError(f"the target's {name} (pid {pid}) is gone")
 
     async def settle(self, names: tuple[str, ...] | None = None, timeout: float = 20) -> float:
         """Wait until the stack is idle (its processes, all of them unless `names`, use
         < 10 % of a core together over half a second), so one measurement does not run
         into the tail of the last one: the bare worker's and every engine worker's."""
         start = time.monotonic()
-        pids = [p.pid for n, p in self.procs.items() if names is None or n in names]
+        pids = [pid for n, pid in self.pids().items() if names is None or n in names]
         while time.monotonic() - start < timeout:
             before = sum(cpu_seconds(p) for p in pids)
             await asyncio.sleep(0.5)
@@ -257,6 +312,7 @@ class BenchStack:
         return round(time.monotonic() - start, 2)
 
     async def start(self) -> None:
+        assert self.override_dir is not None
         self.override_dir.joinpath("work_permit").mkdir(parents=True, exist_ok=True)
         self.spawn(
             "temporal",
@@ -282,7 +338,22 @@ class BenchStack:
                 if time.monotonic() > end:
                     raise
                 await asyncio.sleep(0.3)
-        # Reference data as `casework up` loads it, and quota big enough for every run.
+        self.reference_data()
+        compile_bytecode()
+        py = sys.executable
+        worker = [self.worker_module] if self.worker_module else ["casework.cli", "worker"]
+        api = [self.api_module] if self.api_module else ["casework.cli", "api"]
+        self.spawn("worker", [py, "-m", *worker])
+        for i in range(2, self.workers + 1):
+            self.spawn(f"worker{i}", [py, "-m", *worker])
+        self.spawn("api", [py, "-m", *api, "--host", "127.0.0.1", "--port", str(self.api_port)])
+        self.spawn_bare_worker()
+        await self._wait(self._api_up, "API", 60)
+        await self._wait_pollers(self.engine_queue)
+        await self._wait_pollers(BARE_QUEUE)
+
+    def reference_data(self) -> None:
+        """Reference data as `casework up` loads it, and quota big enough for every run."""
         from activities.quota import ensure_quota
         from casework.cli import load_demo_data
         from casework.db import create_all
@@ -292,24 +363,16 @@ class BenchStack:
         for region in QUOTA_REGIONS:
             ensure_quota(self.engine, "work_permit", region, "3", 2026, 10_000_000)
 
-        compile_bytecode()
-        py = sys.executable
-        worker = [self.worker_module] if self.worker_module else ["casework.cli", "worker"]
-        api = [self.api_module] if self.api_module else ["casework.cli", "api"]
-        self.spawn("worker", [py, "-m", *worker])
-        for i in range(2, self.workers + 1):
-            self.spawn(f"worker{i}", [py, "-m", *worker])
-        self.spawn("api", [py, "-m", *api, "--host", "127.0.0.1", "--port", str(self.api_port)])
+    def spawn_bare_worker(self) -> None:
         self.spawn(
             "bare_worker",
             [
-                py, "-m", "bench.bare_worker",
-                "--address", self.settings.temporal_address, "--task-queue", BARE_QUEUE,
+                sys.executable, "-m", "bench.bare_worker",
+                "--address", self.settings.temporal_address,
+                "--namespace", self.settings.temporal_namespace,
+                "--task-queue", BARE_QUEUE,
             ],
         )  # fmt: skip
-        await self._wait(self._api_up, "API", 60)
-        await self._wait_pollers(ENGINE_QUEUE)
-        await self._wait_pollers(BARE_QUEUE)
 
     def _api_up(self) -> bool:
         try:
@@ -383,6 +446,113 @@ class BenchStack:
         if not self.keep:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self._drop_postgres()
+
+
+@dataclass
+class TargetStack(BenchStack):
+    """A running stack (`python -m bench --target`): the bench files its cases through the
+    target's API, reads the target's read model, and runs the bare baseline's worker on the
+    target's Temporal server. Its processes, when they run on this machine under
+    `casework up`, are found by their data folder and measured; otherwise the results say
+    that the CPU and memory figures could not be taken."""
+
+    target_api_url: str = ""
+
+    @property
+    def api_url(self) -> str:
+        return self.target_api_url
+
+    def env(self, **extra: str) -> dict[str, str]:
+        # The target's configuration, as the stack was started with it (the bare worker
+        # takes the same sandbox settings as the target's workers); the bench's own files
+        # (a second API's data, say) in the bench's folder.
+        env = dict(os.environ)
+        env.update({"CASEWORK_DATA_DIR": str(self.data_dir), "PYTHONPATH": str(REPO)})
+        env.update(extra)
+        return env
+
+    async def start(self) -> None:
+        from casework.runtime import connect
+
+        try:
+            self.client = await connect(self.settings)
+            await self.client.count_workflows()
+        except Exception as exc:
+            raise RuntimeError(
+                f"no Temporal server answers at {self.settings.temporal_address} "
+                f"(namespace {self.settings.temporal_namespace}): {exc}"
+            ) from exc
+        if not self._api_up():
+            raise RuntimeError(f"no casework API answers at {self.api_url}/healthz")
+        self.reference_data()
+        self.observed = stack_processes(self.settings.data_dir)
+        compile_bytecode()
+        self.spawn_bare_worker()
+        await self._wait_pollers(self.engine_queue, timeout=30)
+        await self._wait_pollers(BARE_QUEUE)
+
+    async def stop(self) -> None:
+        for p in self.procs.values():  # the bench's own processes only
+            if p.popen.poll() is None:
+                p.popen.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                await asyncio.to_thread(p.popen.wait, 20)
+            except subprocess.TimeoutExpired:
+                p.popen.kill()
+        if not self.keep:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def describe(self) -> dict[str, Any]:
+        """What the results file says about the target."""
+        found = sorted(self.observed)
+        return {
+            "target": "a running stack (--target)",
+            "api": self.api_url,
+            "temporal": f"{self.settings.temporal_address} "
+            f"(namespace {self.settings.temporal_namespace}, task queue {self.engine_queue})",
+            "read_model": self.engine.url.render_as_string(hide_password=True),
+            "processes_measured": found
+            or "none: no process of the target runs on this machine under `casework up` "
+            f"with data folder {self.settings.data_dir.resolve()}; CPU and memory figures "
+            "cover the bench and its bare worker only",
+            "simulators": f"as the target runs them (this environment says latency "
+            f"{self.settings.simulator_latency} s, failure rate "
+            f"{self.settings.simulator_failure_rate})",
+            "bare_worker": "python -m bench.bare_worker on this machine, on the target's "
+            "Temporal server (same SDK, converter and sandbox settings as this environment)",
+        }
+
+
+def new_target_stack(api_url: str, keep: bool = False) -> TargetStack:
+    """The running stack the environment describes (`CASEWORK_*`, `.env`), with its API at
+    `api_url` (default: `CASEWORK_PUBLIC_BASE_URL`)."""
+    settings = Settings()
+    if not settings.dev_mode:
+        raise SystemExit(
+            "the bench files thousands of cases, pays them through the simulated gateway "
+            "and tops up quota pools: its target must be a development or staging stack "
+            "(CASEWORK_DEV_MODE=true), never production"
+        )
+    settings = settings.model_copy(
+        update={
+            "data_dir": settings.data_dir.resolve(),
+            "ruleset_override_dir": settings.ruleset_override_dir.resolve()
+            if settings.ruleset_override_dir
+            else None,
+        }
+    )
+    url = (api_url or settings.public_base_url).rstrip("/")
+    return TargetStack(
+        data_dir=Path(tempfile.mkdtemp(prefix="casework-bench-target-")),
+        temporal_port=0,
+        api_port=0,
+        settings=settings,
+        override_dir=settings.ruleset_override_dir,
+        keep=keep,
+        engine_queue=settings.task_queue,
+        target_api_url=url,
+    )
 
 
 QUOTA_REGIONS = ["astana", "karaganda", "kostanay", "pavlodar", "aktobe", "atyrau", "mangystau"]

@@ -182,10 +182,11 @@ def cmd_up(args: argparse.Namespace) -> None:
         workers = settings.effective_worker_processes
         for i in range(1, workers + 1):
             # Each worker serves the SDK's metrics on its own port: 9464, 9465, ...
+            metrics = f"127.0.0.1:{args.metrics_port + i - 1}" if args.metrics_port else ""
             spawn(
                 "worker" if i == 1 else f"worker{i}",
                 [sys.executable, "-m", "casework.cli", "worker"],
-                CASEWORK_WORKER_METRICS_ADDRESS=f"127.0.0.1:{9463 + i}",
+                CASEWORK_WORKER_METRICS_ADDRESS=metrics,
             )
         spawn(
             "api",
@@ -202,13 +203,19 @@ def cmd_up(args: argparse.Namespace) -> None:
         )
         _wait_port(args.host, args.port, "API")
         base = f"http://{args.host}:{args.port}"
+        sdk_metrics = (
+            f"http://127.0.0.1:{args.metrics_port}/metrics (Temporal SDK, worker 1; "
+            f"{args.metrics_port + 1}... the others)"
+            if args.metrics_port
+            else "(Temporal SDK metrics off: --metrics-port 0)"
+        )
         print(
             f"""
 Kazakhstan migration casework engine is running (data in {settings.data_dir.resolve()}, logs in {logs.resolve()}).
   API            {base}/api/v1
   OpenAPI (docs) {base}/api/v1/docs
   Temporal UI    http://127.0.0.1:{args.ui_port}
-  Metrics        {base}/metrics (cases, SLA)   http://127.0.0.1:9464/metrics (Temporal SDK, worker 1; 9465... the others)
+  Metrics        {base}/metrics (cases, SLA)   {sdk_metrics}
 Tokens (development):
   .venv/bin/casework token --role caseworker --region astana
   .venv/bin/casework token --role employer --party 123456789012
@@ -329,6 +336,12 @@ def main(argv: list[str] | None = None) -> None:
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--ui-port", type=int, default=8233)
+    up.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9464,
+        help="first worker's Temporal SDK metrics port (the next ones follow; 0: off)",
+    )
     up.set_defaults(fn=cmd_up)
 
     w = sub.add_parser("worker", help="run a worker (workflows and activities)")

@@ -398,7 +398,7 @@ async def run(ctx: Ctx) -> ScenarioResult:
     # Upper bound of a run; a stalled one stops earlier (STALL_S).
     time_limit = ctx.n(150, 240)
     names = ("worker", "api", "temporal", "bare_worker")
-    sampler = MemorySampler({n: stack.procs[n].pid for n in names})
+    sampler = MemorySampler({n: pid for n, pid in stack.pids().items() if n in names})
     sampler.start()
     # Warm-up: one case through each side.
     await engine_run(ctx, 1, 1)

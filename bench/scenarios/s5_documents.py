@@ -28,7 +28,7 @@ from activities.documents import DocumentContext, DocumentRenderer
 from bench.bare import BareBurst
 from bench.common import Api, Ctx, ScenarioResult, log, new_bin, row_from_runs
 from bench.shape import HISTORIES
-from bench.stack import BARE_QUEUE, ENGINE_QUEUE
+from bench.stack import BARE_QUEUE
 from bench.stats import summary_ms
 from casework.audit import decisions_in
 from casework.contracts import Actor, DecisionRequest, ReleaseTask, Role
@@ -143,7 +143,7 @@ async def starvation(ctx: Ctx, m: int, idle_probes: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     burst = await client.start_workflow(
         BareBurst.run,
-        args=[reqs, ENGINE_QUEUE],
+        args=[reqs, ctx.stack.engine_queue],
         id=f"bare-burst-{uuid.uuid4()}",
         task_queue=BARE_QUEUE,
     )
