@@ -62,6 +62,11 @@ EXPERIMENTS: dict[str, dict[str, str]] = {
         "the sandbox, each entry compiled again, on the engine's workers and the bare "
         "worker alike (before session 9)",
     },
+    "unsandboxed": {
+        "env": "CASEWORK_WORKER_SANDBOX=false",
+        "what": "workflows run without the SDK's sandbox, on the engine's workers and the bare "
+        "worker alike (replays stay sandboxed): what the sandbox costs each side",
+    },
     "sdk-payload-walks": {
         "env": "CASEWORK_WORKER_SKIP_IDLE_PAYLOAD_WALKS=false",
         "what": "the SDK walks every payload of every activation and completion for a codec "

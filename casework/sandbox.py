@@ -10,7 +10,13 @@ from typing import Any
 
 import temporalio.workflow
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer, WorkflowInstance, WorkflowInstanceDetails
+from temporalio.worker import (
+    Replayer,
+    UnsandboxedWorkflowRunner,
+    WorkflowInstance,
+    WorkflowInstanceDetails,
+    WorkflowRunner,
+)
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 from temporalio.worker.workflow_sandbox import _runner as sdk_runner
 
@@ -112,13 +118,16 @@ def sandbox_runner(
     return runner(restrictions=restrictions)
 
 
-def worker_sandbox(settings: Settings, *workflow_modules: str) -> SandboxedWorkflowRunner:
-    """The sandbox a worker runs its workflow modules under, and whether this process skips
-    the SDK's idle payload walks (`casework.payload_walks`), as the settings choose: the
-    engine's workers and the bench's bare worker take both from here, so both sides always
-    run the same setting."""
+def worker_sandbox(settings: Settings, *workflow_modules: str) -> WorkflowRunner:
+    """The sandbox a worker runs its workflow modules under (or none, `worker_sandbox`
+    false), and whether this process skips the SDK's idle payload walks
+    (`casework.payload_walks`), as the settings choose: the engine's workers and the bench's
+    bare worker take both from here, so both sides always run the same setting."""
     if settings.worker_skip_idle_payload_walks:
         skip_idle_payload_walks()
+    if not settings.worker_sandbox:
+        log.warning("workflows run without the SDK's sandbox (CASEWORK_WORKER_SANDBOX=false)")
+        return UnsandboxedWorkflowRunner()
     return sandbox_runner(
         *workflow_modules,
         reload=settings.worker_sandbox_reload_workflow_modules,

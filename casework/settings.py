@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     # Concurrent workflow-task polls per worker process: a burst of due timers (200 clocks
     # in one second) is taken up by this many polls at a time.
     worker_workflow_polls: int = 16
+    # Workers run workflows in the SDK's sandbox. False runs them without it, to measure what
+    # it costs (bench experiment `unsandboxed`); with the workflow modules passed through
+    # (below) the sandbox no longer checks their calls, and what keeps them deterministic
+    # is the lint rule (TID251), the workflow tests' fully sandboxed workers and the
+    # sandboxed replays (audit, CI), which this setting does not change.
+    worker_sandbox: bool = True
     # The workflow sandbox imports a workflow's module afresh for every case it starts or
     # takes back into its cache (about 5 ms of one core for work_permit.py). The engine's
     # workflow modules hold no per-case state, so the worker passes them through; True

@@ -23,3 +23,12 @@ class TwoSteps:
         return await workflow.execute_activity(
             stamp, local, start_to_close_timeout=timedelta(seconds=5)
         )
+
+
+@workflow.defn
+class WhereAmI:
+    """Says whether its code runs inside the SDK's sandbox."""
+
+    @workflow.run
+    async def run(self) -> bool:
+        return workflow.unsafe.in_sandbox()
